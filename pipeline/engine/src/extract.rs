@@ -1,0 +1,486 @@
+//! Extractors: the identifiers and numbers a listing carries, typed.
+//!
+//! Scams need a way to reach the buyer off the platform and a way to be paid:
+//! phone numbers, messenger IDs, links, bank accounts. Extracted identifiers
+//! are canonical (a phone is its digits, `010-1234-5678`, `공일공 1234 5678`
+//! and `+82 10 1234 5678` are all `01012345678`; a domain is lower-case
+//! without `www.`), so the seller-history stage can index them across
+//! accounts and the lists in `rules/lists/` can be checked exactly.
+//!
+//! Everything runs on the folded view (see [`crate::normalize`]), which
+//! already turned fullwidth, circled and Korean-word digits into ASCII digits.
+
+use crate::contract::{Span, TextField};
+use crate::normalize::{Normalized, View};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+
+/// The facts a composite rule can ask for (`fact:NAME`).
+pub const FACTS: &[&str] = &[
+    "phone",
+    "messenger_id",
+    "url",
+    "foreign_url",
+    "bank_account",
+    "price_mention",
+    "listed",
+];
+
+/// What kind of identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentKind {
+    Phone,
+    MessengerId,
+    Domain,
+    BankAccount,
+}
+
+impl IdentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentKind::Phone => "phone",
+            IdentKind::MessengerId => "messenger_id",
+            IdentKind::Domain => "domain",
+            IdentKind::BankAccount => "bank_account",
+        }
+    }
+}
+
+/// One extracted identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ident {
+    pub kind: IdentKind,
+    /// Canonical value: digits for phones and accounts, `service:id` for
+    /// messenger IDs, the lower-case host for domains.
+    pub value: String,
+    pub span: Span,
+}
+
+/// Everything the extractors found in a listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub idents: Vec<Ident>,
+    /// Prices written in the text, in KRW.
+    pub prices: Vec<u64>,
+    /// Some URL's domain is not one of the platform's own (set by the lists).
+    pub foreign_url: bool,
+    /// Some identifier is on a known-bad list (set by the lists).
+    pub listed: bool,
+}
+
+impl Facts {
+    pub fn has(&self, fact: &str) -> bool {
+        let any = |k| self.idents.iter().any(|i| i.kind == k);
+        match fact {
+            "phone" => any(IdentKind::Phone),
+            "messenger_id" => any(IdentKind::MessengerId),
+            "url" => any(IdentKind::Domain),
+            "foreign_url" => self.foreign_url,
+            "bank_account" => any(IdentKind::BankAccount),
+            "price_mention" => !self.prices.is_empty(),
+            "listed" => self.listed,
+            _ => false,
+        }
+    }
+
+    pub fn of(&self, kind: IdentKind) -> impl Iterator<Item = &Ident> {
+        self.idents.iter().filter(move |i| i.kind == kind)
+    }
+}
+
+/// Runs every extractor over both fields.
+pub fn extract(title: &Normalized, body: &Normalized) -> Facts {
+    let mut facts = Facts::default();
+    for (field, n) in [(TextField::Title, title), (TextField::Body, body)] {
+        let v = &n.folded;
+        let domains = domains(v, field);
+        messenger_ids(v, field, &mut facts.idents);
+        facts.idents.extend(domains);
+        let phones = phones(v, field);
+        accounts(v, field, &phones, &mut facts.idents);
+        facts.idents.extend(phones);
+        prices(v.as_str(), &mut facts.prices);
+    }
+    facts.idents.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+    facts
+        .idents
+        .dedup_by(|a, b| a.kind == b.kind && a.value == b.value);
+    facts
+}
+
+fn span(v: &View, field: TextField, a: usize, b: usize) -> Option<Span> {
+    v.original_span(a, b).map(|(start, end)| Span {
+        field,
+        start,
+        end,
+        text: String::new(),
+    })
+}
+
+// --- URLs and domains ------------------------------------------------------
+
+static URL: LazyLock<Regex> = LazyLock::new(|| {
+    // A host: labels separated by dots, optionally written as (dot), [.] or 닷,
+    // optionally with spaces around the dot; scheme-less hosts need a TLD we know.
+    let dot = r"(?:\s?\.\s?|\s?\(dot\)\s?|\s?\[\.\]\s?|\s?\[dot\]\s?|\s?닷\s?)";
+    let label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
+    let tld = r"(?:com|net|org|kr|co|me|io|ly|gl|gg|xyz|top|shop|site|info|biz|cc|link|app|page|store|online|club|vip|live|pro|pw|tk|ml|ga|cf|to|im|in|us|cn|jp|ru|su|ws|bz|la|so|one|icu|cyou|buzz|fun|asia|kakao|naver)";
+    let re = format!(
+        r"(?:https?://\s?)?(?P<host>(?:{label}{dot})+{tld})\b(?P<path>/[^\s]*)?|(?:https?://)(?P<host2>(?:{label}{dot})+[a-z]{{2,12}})\b(?P<path2>/[^\s]*)?"
+    );
+    Regex::new(&re).unwrap_or_else(|e| panic!("built-in URL regex: {e}"))
+});
+
+fn clean_host(raw: &str) -> String {
+    let mut host: String = raw
+        .replace("(dot)", ".")
+        .replace("[dot]", ".")
+        .replace("[.]", ".")
+        .replace('닷', ".")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if let Some(h) = host.strip_prefix("www.") {
+        host = h.to_owned();
+    }
+    host
+}
+
+fn domains(v: &View, field: TextField) -> Vec<Ident> {
+    let mut out = Vec::new();
+    for c in URL.captures_iter(v.as_str()) {
+        let (Some(whole), Some(host)) = (c.get(0), c.name("host").or_else(|| c.name("host2")))
+        else {
+            continue;
+        };
+        let host = clean_host(host.as_str());
+        // Version numbers and abbreviations look like hosts: need a letter label.
+        if !host.split('.').next().is_some_and(|l| l.chars().any(|c| c.is_ascii_alphabetic())) {
+            continue;
+        }
+        if let Some(sp) = span(v, field, whole.start(), whole.end()) {
+            out.push(Ident {
+                kind: IdentKind::Domain,
+                value: host,
+                span: sp,
+            });
+        }
+    }
+    out
+}
+
+// --- messenger IDs -----------------------------------------------------------
+
+static MESSENGER: LazyLock<Regex> = LazyLock::new(|| {
+    // Separators tolerated inside the service name: 카.톡, 텔 레.
+    let sep = r"[^\p{L}\p{N}]{0,2}";
+    let sp = |w: &str| {
+        w.chars()
+            .map(|c| regex::escape(&c.to_string()))
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    let kakao = ["카톡", "카카오톡", "카카오", "kakaotalk", "kakao", "katalk", "ktalk", "톡"]
+        .map(sp)
+        .join("|");
+    let telegram = ["텔레그램", "텔레", "텔그", "telegram", "tg", "tele"]
+        .map(sp)
+        .join("|");
+    let line = ["라인", "line"].map(sp).join("|");
+    let wechat = ["위챗", "wechat"].map(sp).join("|");
+    let whatsapp = ["왓츠앱", "왓츠", "whatsapp"].map(sp).join("|");
+    let re = format!(
+        r"(?:(?P<kakao>{kakao})|(?P<telegram>{telegram})|(?P<line>{line})|(?P<wechat>{wechat})|(?P<whatsapp>{whatsapp}))\s*(?:아이디|아뒤|아디|id|주소)?\s*(?:[:=>\-→]|은|는|로|으로)?\s*@?(?P<id>[a-z][a-z0-9_.]{{2,31}})\b"
+    );
+    Regex::new(&re).unwrap_or_else(|e| panic!("built-in messenger regex: {e}"))
+});
+
+/// Words that follow a messenger name but are not IDs.
+const NOT_IDS: &[&str] = &[
+    "id", "no", "only", "me", "us", "or", "and", "the", "please", "pls", "plz", "via", "chat",
+    "message", "msg", "dm", "for", "to", "ok", "com", "open",
+];
+
+fn messenger_ids(v: &View, field: TextField, out: &mut Vec<Ident>) {
+    for c in MESSENGER.captures_iter(v.as_str()) {
+        let (Some(whole), Some(id)) = (c.get(0), c.name("id")) else {
+            continue;
+        };
+        let id = id.as_str().trim_end_matches('.');
+        if NOT_IDS.contains(&id) || id.len() < 3 {
+            continue;
+        }
+        let service = ["kakao", "telegram", "line", "wechat", "whatsapp"]
+            .into_iter()
+            .find(|s| c.name(s).is_some())
+            .unwrap_or("messenger");
+        if let Some(sp) = span(v, field, whole.start(), whole.end()) {
+            out.push(Ident {
+                kind: IdentKind::MessengerId,
+                value: format!("{service}:{id}"),
+                span: sp,
+            });
+        }
+    }
+    // Links that are messenger IDs: t.me/NAME, open.kakao.com/o/CODE, line.me/ti/p/NAME.
+    static LINK: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?P<host>t\.me|telegram\.me|open\.kakao\.com/o|line\.me/ti/p)/(?P<id>[a-z0-9_~+-]{3,40})")
+            .unwrap_or_else(|e| panic!("built-in link regex: {e}"))
+    });
+    {
+        for c in LINK.captures_iter(v.as_str()) {
+            let (Some(whole), Some(host), Some(id)) = (c.get(0), c.name("host"), c.name("id"))
+            else {
+                continue;
+            };
+            let service = if host.as_str().contains("kakao") {
+                "kakao_open"
+            } else if host.as_str().contains("line") {
+                "line"
+            } else {
+                "telegram"
+            };
+            if let Some(sp) = span(v, field, whole.start(), whole.end()) {
+                out.push(Ident {
+                    kind: IdentKind::MessengerId,
+                    value: format!("{service}:{}", id.as_str()),
+                    span: sp,
+                });
+            }
+        }
+    }
+}
+
+// --- phone numbers -----------------------------------------------------------
+
+/// Runs of digits in the view, each a list of groups (byte ranges) separated
+/// by at most two separator characters.
+fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
+    let mut runs = Vec::new();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut gap = 0usize;
+    let mut cur: Option<(usize, usize)> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_digit() {
+            cur = Some(match cur {
+                Some((s, _)) => (s, i + 1),
+                None => (i, i + 1),
+            });
+            gap = 0;
+            continue;
+        }
+        if let Some(g) = cur.take() {
+            groups.push(g);
+        }
+        let separator = matches!(c, ' ' | '-' | '.' | ')' | '(' | '/' | '_' | '~' | '*' | ',' | ':' | '+');
+        gap += 1;
+        if !separator || gap > 2 {
+            if !groups.is_empty() {
+                runs.push(std::mem::take(&mut groups));
+            }
+            gap = 0;
+        }
+    }
+    if let Some(g) = cur {
+        groups.push(g);
+    }
+    if !groups.is_empty() {
+        runs.push(groups);
+    }
+    runs
+}
+
+fn is_phone(d: &str) -> bool {
+    let n = d.len();
+    let b = d.as_bytes();
+    if n < 9 || n > 11 || b[0] != b'0' {
+        return false;
+    }
+    match b[1] {
+        b'1' => matches!(b[2], b'0' | b'1' | b'6' | b'7' | b'8' | b'9') && (n == 10 || n == 11),
+        b'7' | b'5' => b[2] == b'0' && (n == 10 || n == 11 || n == 12),
+        b'2' => n == 9 || n == 10,
+        b'3'..=b'6' => (b'1'..=b'5').contains(&b[2]) && (n == 10 || n == 11),
+        _ => false,
+    }
+}
+
+fn phones(v: &View, field: TextField) -> Vec<Ident> {
+    let text = v.as_str();
+    let mut out = Vec::new();
+    for run in digit_runs(text) {
+        let mut g = 0;
+        while g < run.len() {
+            let mut digits = String::new();
+            let mut found = None;
+            for (h, &(s, e)) in run.iter().enumerate().skip(g) {
+                digits.push_str(&text[s..e]);
+                // +82 10-1234-5678: the country code replaces the leading 0.
+                let candidate = match digits.strip_prefix("82") {
+                    Some(rest) if !rest.starts_with('0') => format!("0{rest}"),
+                    _ => digits.clone(),
+                };
+                if digits.len() > 13 {
+                    break;
+                }
+                if is_phone(&candidate) {
+                    // Prefer the longest: 010-1234-5678 over 010-1234-567.
+                    found = Some((h, candidate));
+                }
+            }
+            match found {
+                Some((h, value)) => {
+                    if let Some(sp) = span(v, field, run[g].0, run[h].1) {
+                        out.push(Ident {
+                            kind: IdentKind::Phone,
+                            value,
+                            span: sp,
+                        });
+                    }
+                    g = h + 1;
+                }
+                None => g += 1,
+            }
+        }
+    }
+    out
+}
+
+// --- bank accounts -------------------------------------------------------------
+
+static BANK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:국민|신한|우리|하나|농협|nh|kb|기업|ibk|카카오\s?뱅크|카뱅|케이\s?뱅크|토스\s?뱅크|토스|새마을|우체국|수협|신협|씨티|sc제일|제일|대구|부산|경남|광주|전북|제주|산업|저축)(?:은행)?|계좌|입금|송금|이체|account|bank",
+    )
+    .unwrap_or_else(|e| panic!("built-in bank regex: {e}"))
+});
+
+fn accounts(v: &View, field: TextField, phones: &[Ident], out: &mut Vec<Ident>) {
+    let text = v.as_str();
+    let cues: Vec<usize> = BANK.find_iter(text).map(|m| m.end()).collect();
+    for run in digit_runs(text) {
+        let digits: String = run.iter().map(|&(s, e)| &text[s..e]).collect();
+        let (start, end) = (run[0].0, run[run.len() - 1].1);
+        if !(10..=14).contains(&digits.len()) || is_phone(&digits) {
+            continue;
+        }
+        let overlaps_phone = phones
+            .iter()
+            .any(|p| v.original_span(start, end).is_some_and(|(s, e)| s < p.span.end && p.span.start < e));
+        if overlaps_phone {
+            continue;
+        }
+        // A bank or transfer word shortly before, or the grouped shape of an account.
+        let cued = cues
+            .iter()
+            .any(|&c| c <= start && v.char_index(start) - v.char_index(c) <= 12);
+        if cued || run.len() >= 3 {
+            if let Some(sp) = span(v, field, start, end) {
+                out.push(Ident {
+                    kind: IdentKind::BankAccount,
+                    value: digits,
+                    span: sp,
+                });
+            }
+        }
+    }
+}
+
+// --- prices ----------------------------------------------------------------------
+
+static PRICE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:₩\s?|\\\s?)?(?P<num>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s?(?P<unit>억|천만|백만|만|천)?\s?(?P<won>원|won|krw)?")
+        .unwrap_or_else(|e| panic!("built-in price regex: {e}"))
+});
+
+fn prices(text: &str, out: &mut Vec<u64>) {
+    for c in PRICE.captures_iter(text) {
+        let (Some(num), unit, won) = (c.name("num"), c.name("unit"), c.name("won")) else {
+            continue;
+        };
+        let has_symbol = c.get(0).is_some_and(|m| {
+            let s = m.as_str();
+            s.starts_with('₩') || s.starts_with('\\')
+        });
+        if unit.is_none() && won.is_none() && !has_symbol {
+            continue;
+        }
+        let Ok(n) = num.as_str().replace(',', "").parse::<f64>() else {
+            continue;
+        };
+        let mult = match unit.map(|u| u.as_str()) {
+            Some("억") => 1e8,
+            Some("천만") => 1e7,
+            Some("백만") => 1e6,
+            Some("만") => 1e4,
+            Some("천") => 1e3,
+            _ => 1.0,
+        };
+        let krw = n * mult;
+        if (100.0..1e11).contains(&krw) {
+            out.push(krw.round() as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::normalize;
+
+    fn facts(body: &str) -> Facts {
+        extract(&normalize(""), &normalize(body))
+    }
+
+    fn values(f: &Facts, k: IdentKind) -> Vec<String> {
+        f.of(k).map(|i| i.value.clone()).collect()
+    }
+
+    #[test]
+    fn phones_in_disguise() {
+        for s in [
+            "연락 010-1234-5678",
+            "010 1234 5678 문자주세요",
+            "공일공-일이삼사-오육칠팔",
+            "０１０.１２３４.５６７８",
+            "+82 10 1234 5678",
+            "⓪①⓪ ①②③④ ⑤⑥⑦⑧",
+            "아이폰 13 01012345678",
+        ] {
+            assert_eq!(values(&facts(s), IdentKind::Phone), ["01012345678"], "{s}");
+        }
+        assert!(values(&facts("가격 350,000원 2023년 구매"), IdentKind::Phone).is_empty());
+    }
+
+    #[test]
+    fn messenger_ids_and_links() {
+        let f = facts("카톡 아이디: scam_kim 으로 연락");
+        assert_eq!(values(&f, IdentKind::MessengerId), ["kakao:scam_kim"]);
+        let f = facts("텔레 @fastdeal77");
+        assert_eq!(values(&f, IdentKind::MessengerId), ["telegram:fastdeal77"]);
+        let f = facts("open.kakao.com/o/sAbc123 들어오세요");
+        assert!(values(&f, IdentKind::MessengerId).contains(&"kakao_open:sabc123".to_string()));
+        assert!(values(&facts("카톡 사절합니다"), IdentKind::MessengerId).is_empty());
+    }
+
+    #[test]
+    fn domains_and_accounts() {
+        let f = facts("안전결제 https://safe-pay.co.kr/order?id=1 에서");
+        assert_eq!(values(&f, IdentKind::Domain), ["safe-pay.co.kr"]);
+        let f = facts("joonggo-safe (dot) com 접속");
+        assert_eq!(values(&f, IdentKind::Domain), ["joonggo-safe.com"]);
+        assert!(values(&facts("버전 1.2.3 입니다"), IdentKind::Domain).is_empty());
+        let f = facts("국민 123456-01-234567 김철수 선입금");
+        assert_eq!(values(&f, IdentKind::BankAccount), ["12345601234567"]);
+    }
+
+    #[test]
+    fn prices_in_text() {
+        let mut p = facts("35만원에 팝니다, 원가 1,200,000원").prices;
+        p.sort();
+        assert_eq!(p, [350_000, 1_200_000]);
+        assert!(facts("아이폰 13 128기가").prices.is_empty());
+    }
+}

@@ -1,0 +1,334 @@
+//! Seller history as the engine sees it: a snapshot, read by the caller
+//! before the decision, and the pure functions that turn it into reasons.
+//!
+//! The store (`haechi-store`, sled) keeps the history and builds a
+//! [`SellerSnapshot`] for each event from the [`crate::Analysis`] (the
+//! identifiers, the text fingerprint, the product key); the engine never
+//! reads or writes the store itself. Also here: the two pure functions the
+//! store indexes by, [`simhash`] (near-duplicate text) and [`product_key`]
+//! (the usual price of "the same thing").
+
+use crate::contract::{Action, Listing, Reason, ReasonSource};
+use crate::extract::IdentKind;
+use crate::policy::HistoryWeights;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An identifier of this listing as seen across sellers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedIdent {
+    pub kind: IdentKind,
+    pub value: String,
+    /// Other sellers that used it (within retention).
+    pub other_sellers: u32,
+    /// Of those (or this seller), how many a moderator confirmed fraudulent.
+    pub fraud_sellers: u32,
+}
+
+/// What the listing looked like before this event (for `updated` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    /// The previous version carried a phone, messenger ID, link or account.
+    pub had_contact: bool,
+    pub action: Action,
+}
+
+/// Everything the store knows about the seller and the listing's links,
+/// taken before the decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SellerSnapshot {
+    /// The seller has been seen before this event.
+    pub known: bool,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub joined_at: Option<DateTime<Utc>>,
+    pub listings_1h: u32,
+    pub listings_24h: u32,
+    pub listings_7d: u32,
+    pub listings_total: u32,
+    pub distinct_categories: u32,
+    /// Verdicts so far by action.
+    pub reviewed: u32,
+    pub blocked: u32,
+    /// Frauds confirmed by moderators / listings they approved.
+    pub confirmed_fraud: u32,
+    pub cleared: u32,
+    pub shared_idents: Vec<SharedIdent>,
+    /// Other sellers who recently posted near-identical text.
+    pub duplicate_text_sellers: u32,
+    /// The usual price of this product (median estimate) and its sample count.
+    pub usual_price: Option<u64>,
+    pub price_samples: u32,
+    pub previous: Option<PreviousVersion>,
+}
+
+impl SellerSnapshot {
+    /// Account age in days at `now`, from the platform's join time or, failing
+    /// that, the first time we saw the seller.
+    pub fn account_age_days(&self, now: DateTime<Utc>) -> Option<f64> {
+        let since = self.joined_at.or(self.first_seen)?;
+        Some(((now - since).num_seconds() as f64 / 86_400.0).max(0.0))
+    }
+}
+
+/// Does the analysis carry a way to reach the seller or pay them off-platform?
+pub fn has_contact(idents: &[crate::extract::Ident]) -> bool {
+    !idents.is_empty()
+}
+
+/// The history reasons for one event.
+pub fn signals(
+    listing: &Listing,
+    contact: bool,
+    snap: &SellerSnapshot,
+    w: &HistoryWeights,
+) -> Vec<Reason> {
+    let mut out = Vec::new();
+    let mut add = |id: &str, weight: f64, detail: String| {
+        if weight != 0.0 {
+            out.push(Reason {
+                source: ReasonSource::History,
+                id: format!("history.{id}"),
+                detail,
+                weight,
+                spans: Vec::new(),
+            });
+        }
+    };
+    if snap.confirmed_fraud > 0 {
+        add(
+            "confirmed_fraud",
+            w.confirmed_fraud,
+            format!(
+                "seller has {} listing(s) confirmed as fraud by moderators",
+                snap.confirmed_fraud
+            ),
+        );
+    }
+    if let Some(s) = snap.shared_idents.iter().find(|s| s.fraud_sellers > 0) {
+        add(
+            "linked_to_fraud",
+            w.linked_to_fraud,
+            format!(
+                "{} {} was used by {} seller(s) confirmed fraudulent",
+                s.kind.as_str(),
+                s.value,
+                s.fraud_sellers
+            ),
+        );
+    }
+    if let Some(s) = snap
+        .shared_idents
+        .iter()
+        .filter(|s| s.other_sellers >= w.shared_ident_min)
+        .max_by_key(|s| s.other_sellers)
+    {
+        add(
+            "shared_identifier",
+            w.shared_ident,
+            format!(
+                "{} {} is also used by {} other seller(s)",
+                s.kind.as_str(),
+                s.value,
+                s.other_sellers
+            ),
+        );
+    }
+    if snap.duplicate_text_sellers >= w.duplicate_text_min {
+        add(
+            "duplicate_text",
+            w.duplicate_text,
+            format!(
+                "near-identical text posted by {} other seller(s)",
+                snap.duplicate_text_sellers
+            ),
+        );
+    }
+    if snap.listings_1h + 1 >= w.burst_min {
+        add(
+            "burst",
+            w.burst,
+            format!("{} listings within the hour", snap.listings_1h + 1),
+        );
+    }
+    let age = snap.account_age_days(listing.created_at);
+    if contact && age.is_none_or(|a| a < w.fresh_days) {
+        add(
+            "fresh_account_with_contact",
+            w.fresh_with_contact,
+            match age {
+                Some(a) => format!("account {a:.1} days old posts contact details"),
+                None => "first listing of an unknown account posts contact details".into(),
+            },
+        );
+    }
+    if let (Some(usual), true) = (snap.usual_price, snap.price_samples >= w.price_min_samples) {
+        let ratio = listing.price as f64 / usual.max(1) as f64;
+        if listing.price > 0 && ratio < w.too_cheap_ratio {
+            add(
+                "too_cheap",
+                w.too_cheap,
+                format!(
+                    "price {} KRW is {:.0}% of the usual {} KRW ({} listings)",
+                    listing.price,
+                    ratio * 100.0,
+                    usual,
+                    snap.price_samples
+                ),
+            );
+        }
+    }
+    if let Some(prev) = &snap.previous {
+        if contact && !prev.had_contact && listing.event == crate::contract::EventKind::Updated {
+            add(
+                "edit_adds_contact",
+                w.edit_adds_contact,
+                format!(
+                    "an edit added contact or payment details to a listing judged `{}`",
+                    prev.action
+                ),
+            );
+        }
+    }
+    if let (Some(last), true) = (snap.last_seen, snap.known) {
+        let idle = (listing.created_at - last).num_days() as f64;
+        if idle >= w.dormant_days {
+            add(
+                "dormant_reactivated",
+                w.dormant_reactivated,
+                format!("first listing after {idle:.0} days of silence"),
+            );
+        }
+    }
+    out
+}
+
+/// A 64-bit SimHash of the text's character trigrams: near-identical texts
+/// (a few characters changed) land a few bits apart.
+pub fn simhash(compact: &str) -> u64 {
+    let chars: Vec<char> = compact.chars().collect();
+    if chars.len() < 3 {
+        return 0;
+    }
+    let mut acc = [0i32; 64];
+    for w in chars.windows(3) {
+        let mut buf = [0u8; 12];
+        let mut n = 0;
+        for c in w {
+            n += c.encode_utf8(&mut buf[n..]).len();
+        }
+        let h = fxhash64(&buf[..n]);
+        for (bit, a) in acc.iter_mut().enumerate() {
+            if h >> bit & 1 == 1 {
+                *a += 1;
+            } else {
+                *a -= 1;
+            }
+        }
+    }
+    acc.iter()
+        .enumerate()
+        .fold(0u64, |h, (bit, &a)| if a > 0 { h | 1 << bit } else { h })
+}
+
+/// A small, fast, stable 64-bit hash (FNV-1a with a final mix). Stable across
+/// platforms and releases: fingerprints and feature buckets are stored.
+pub fn fxhash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finalizer: FNV's low bits are weak.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The product a listing sells, for its usual price: the category and the
+/// first two meaningful title tokens (brand/model words), so "아이폰 14 프로
+/// 256 팝니다" and "아이폰14 프로 급처" share `digital|아이폰|14`.
+pub fn product_key(folded_title: &str, category: Option<&str>) -> String {
+    const NOISE: &[&str] = &[
+        "팝니다", "판매", "판매합니다", "급처", "급매", "급처분", "새상품", "미개봉", "중고", "정품",
+        "s급", "a급", "거의", "새것", "팔아요", "처분", "택포", "무료배송", "최저가", "sale", "used",
+        "new", "for", "selling", "sell", "like", "mint", "the", "a",
+    ];
+    let mut key = category.unwrap_or("-").to_owned();
+    let mut n = 0;
+    for tok in tokens(folded_title) {
+        if NOISE.contains(&tok) {
+            continue;
+        }
+        key.push('|');
+        key.push_str(tok);
+        n += 1;
+        if n == 2 {
+            break;
+        }
+    }
+    key
+}
+
+/// Splits text into words, and words where the script changes (아이폰14 ->
+/// 아이폰, 14), since Korean listings glue model numbers to names.
+pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    fn class(c: char) -> u8 {
+        if c.is_ascii_digit() {
+            1
+        } else if c.is_ascii_alphabetic() {
+            2
+        } else if c.is_alphanumeric() {
+            3
+        } else {
+            0
+        }
+    }
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = rest.find(|c: char| class(c) != 0)?;
+        rest = &rest[start..];
+        let first = class(rest.chars().next()?);
+        let end = rest
+            .find(|c: char| class(c) != first)
+            .unwrap_or(rest.len());
+        let (tok, tail) = rest.split_at(end);
+        rest = tail;
+        Some(tok)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_split_at_script_changes() {
+        let t: Vec<_> = tokens("아이폰14 프로, galaxy-s23!").collect();
+        assert_eq!(t, ["아이폰", "14", "프로", "galaxy", "s", "23"]);
+    }
+
+    #[test]
+    fn simhash_near_duplicates_are_close() {
+        let a = simhash("급처합니다아이폰14프로맥스256기가카톡abc123으로연락주세요선입금시바로발송");
+        let b = simhash("급처합니다아이폰14프로맥스256기가카톡abc124으로연락주세요선입금시바로발송");
+        let c = simhash("캠핑의자두개팝니다직거래만원하고상태좋아요사용감조금있어요");
+        assert!((a ^ b).count_ones() <= 12, "{}", (a ^ b).count_ones());
+        assert!((a ^ c).count_ones() > 16, "{}", (a ^ c).count_ones());
+    }
+
+    #[test]
+    fn product_keys_ignore_sales_words() {
+        assert_eq!(
+            product_key("급처 아이폰 14 프로 256", Some("digital")),
+            "digital|아이폰|14"
+        );
+        assert_eq!(
+            product_key("아이폰14 프로 팝니다", Some("digital")),
+            "digital|아이폰|14"
+        );
+        assert_eq!(product_key("", None), "-");
+    }
+}

@@ -1,0 +1,579 @@
+//! The rule-pack file format, its validation and compilation.
+
+use super::{Atom, Composite, Role, Rule, RuleSet, KINDS};
+use crate::contract::TextField;
+use crate::extract::{extract, FACTS};
+use crate::normalize::{compact_key, normalize};
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+use std::collections::HashMap;
+use toml::Spanned;
+
+/// A file handed to the compiler: its path (for messages) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: String,
+    pub text: String,
+}
+
+/// One problem in a rule pack, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Every problem found while compiling rule packs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleErrors(pub Vec<RuleError>);
+
+impl std::fmt::Display for RuleErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the rule packs:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleErrors {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    pack: PackMeta,
+    #[serde(default)]
+    rule: Vec<RuleDef>,
+    #[serde(default)]
+    composite: Vec<CompositeDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackMeta {
+    id: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    lang: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    weight: Spanned<f64>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    keywords: Vec<Spanned<String>>,
+    #[serde(default)]
+    regex: Vec<Spanned<String>>,
+    #[serde(default)]
+    exceptions: Vec<Spanned<String>>,
+    #[serde(default)]
+    exception_regex: Vec<Spanned<String>>,
+    #[serde(default)]
+    exception_window: Option<u32>,
+    #[serde(default)]
+    fields: Option<Vec<TextField>>,
+    #[serde(default, rename = "match")]
+    must_match: Vec<Spanned<String>>,
+    #[serde(default)]
+    no_match: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompositeDef {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    weight: Spanned<f64>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    all: Vec<Spanned<String>>,
+    #[serde(default)]
+    any: Vec<Spanned<String>>,
+    #[serde(default)]
+    none: Vec<Spanned<String>>,
+    #[serde(default)]
+    example: Vec<CompositeExample>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompositeExample {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default = "default_price")]
+    price: u64,
+    expect: bool,
+    #[serde(skip)]
+    line: usize,
+}
+
+fn default_price() -> u64 {
+    10_000
+}
+
+/// The examples a rule carries, with their lines.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Examples {
+    file: String,
+    must_match: Vec<(usize, String)>,
+    no_match: Vec<(usize, String)>,
+    listings: Vec<CompositeExample>,
+}
+
+/// An example that did not behave as its rule says it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleOutcome {
+    pub rule: String,
+    pub file: String,
+    pub line: usize,
+    pub text: String,
+    pub expected_match: bool,
+}
+
+impl std::fmt::Display for ExampleOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: rule `{}` {} {:?}",
+            self.file,
+            self.line,
+            self.rule,
+            if self.expected_match {
+                "should match but does not:"
+            } else {
+                "should not match but does:"
+            },
+            self.text
+        )
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Ctx<'a> {
+    src: &'a Source,
+    errors: &'a mut Vec<RuleError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, offset: usize, message: String) {
+        self.errors.push(RuleError {
+            file: self.src.path.clone(),
+            line: line_of(&self.src.text, offset),
+            message,
+        });
+    }
+}
+
+struct Builder {
+    rules: Vec<Rule>,
+    examples: Vec<Examples>,
+    keywords: Vec<(String, usize, Role)>,
+    regexes: Vec<(String, usize, Role)>,
+    ids: HashMap<String, (String, usize)>,
+    composites: Vec<(usize, CompositeDef, Rule)>,
+}
+
+pub(super) fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
+    let mut errors = Vec::new();
+    let mut sorted: Vec<&Source> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut b = Builder {
+        rules: Vec::new(),
+        examples: Vec::new(),
+        keywords: Vec::new(),
+        regexes: Vec::new(),
+        ids: HashMap::new(),
+        composites: Vec::new(),
+    };
+    for (si, src) in sorted.iter().enumerate() {
+        let mut ctx = Ctx {
+            src,
+            errors: &mut errors,
+        };
+        let file: PackFile = match toml::from_str(&src.text) {
+            Ok(f) => f,
+            Err(e) => {
+                let at = e.span().map_or(0, |s| s.start);
+                ctx.err(at, format!("not a valid rule pack: {}", e.message()));
+                continue;
+            }
+        };
+        let _ = (&file.pack.description, &file.pack.lang);
+        for def in file.rule {
+            add_rule(&mut b, &mut ctx, &file.pack.id, def);
+        }
+        for def in file.composite {
+            let rule = match rule_header(
+                &mut b,
+                &mut ctx,
+                &file.pack.id,
+                &def.id,
+                &def.kind,
+                &def.weight,
+                &def.description,
+            ) {
+                Some(r) => r,
+                None => continue,
+            };
+            b.composites.push((si, def, rule));
+        }
+    }
+    // Composites are resolved last: they may name rules of any pack.
+    let index: HashMap<String, usize> = b
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    let mut composites = Vec::new();
+    let mut composite_examples = Vec::new();
+    for (si, def, rule) in std::mem::take(&mut b.composites) {
+        let src = sorted[si];
+        let mut ctx = Ctx {
+            src,
+            errors: &mut errors,
+        };
+        if def.all.is_empty() && def.any.is_empty() {
+            ctx.err(
+                def.id.span().start,
+                format!("composite `{}` has no `all` or `any` condition", rule.id),
+            );
+            continue;
+        }
+        let atoms = |list: &[Spanned<String>], ctx: &mut Ctx| -> Vec<Atom> {
+            list.iter()
+                .filter_map(|s| match parse_atom(s.get_ref(), &index) {
+                    Ok(a) => Some(a),
+                    Err(m) => {
+                        ctx.err(s.span().start, format!("composite `{}`: {m}", rule.id));
+                        None
+                    }
+                })
+                .collect()
+        };
+        let all = atoms(&def.all, &mut ctx);
+        let any = atoms(&def.any, &mut ctx);
+        let none = atoms(&def.none, &mut ctx);
+        let line = line_of(&src.text, def.id.span().start);
+        composite_examples.push(Examples {
+            file: src.path.clone(),
+            must_match: Vec::new(),
+            no_match: Vec::new(),
+            listings: def
+                .example
+                .into_iter()
+                .map(|mut e| {
+                    e.line = line;
+                    e
+                })
+                .collect(),
+        });
+        composites.push(Composite {
+            rule,
+            all,
+            any,
+            none,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(RuleErrors(errors));
+    }
+    let keyword_count = b.keywords.iter().filter(|k| k.2 == Role::Match).count();
+    let automaton = AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .build(b.keywords.iter().map(|k| k.0.as_str()))
+        .map_err(|e| {
+            RuleErrors(vec![RuleError {
+                file: "<all packs>".into(),
+                line: 0,
+                message: format!("keyword automaton: {e}"),
+            }])
+        })?;
+    let regex_set = RegexSet::new(b.regexes.iter().map(|r| r.0.as_str())).map_err(|e| {
+        RuleErrors(vec![RuleError {
+            file: "<all packs>".into(),
+            line: 0,
+            message: format!("regex set: {e}"),
+        }])
+    })?;
+    let mut regexes = Vec::with_capacity(b.regexes.len());
+    for (pattern, rule, role) in &b.regexes {
+        // Each pattern already compiled alone in add_rule.
+        if let Ok(re) = Regex::new(pattern) {
+            regexes.push((*rule, *role, re));
+        }
+    }
+    let mut examples = b.examples;
+    examples.extend(composite_examples);
+    Ok(RuleSet {
+        rules: b.rules,
+        composites,
+        automaton,
+        patterns: b.keywords.iter().map(|k| (k.1, k.2)).collect(),
+        regex_set,
+        regexes,
+        examples,
+        keyword_count,
+    })
+}
+
+fn rule_header(
+    b: &mut Builder,
+    ctx: &mut Ctx,
+    pack: &str,
+    id: &Spanned<String>,
+    kind: &Spanned<String>,
+    weight: &Spanned<f64>,
+    description: &str,
+) -> Option<Rule> {
+    let line = line_of(&ctx.src.text, id.span().start);
+    let name = id.get_ref().trim();
+    let mut ok = true;
+    if name.is_empty() {
+        ctx.err(id.span().start, "rule with an empty id".into());
+        ok = false;
+    } else if let Some((file, first)) = b.ids.get(name) {
+        ctx.err(
+            id.span().start,
+            format!("duplicate rule id `{name}` (first defined at {file}:{first})"),
+        );
+        ok = false;
+    } else {
+        b.ids.insert(name.to_owned(), (ctx.src.path.clone(), line));
+    }
+    if !KINDS.contains(&kind.get_ref().as_str()) {
+        ctx.err(
+            kind.span().start,
+            format!(
+                "rule `{name}`: unknown kind `{}` (known: {})",
+                kind.get_ref(),
+                KINDS.join(", ")
+            ),
+        );
+        ok = false;
+    }
+    if !weight.get_ref().is_finite() || weight.get_ref().abs() > 20.0 {
+        ctx.err(
+            weight.span().start,
+            format!("rule `{name}`: weight must be a number in -20..20"),
+        );
+        ok = false;
+    }
+    ok.then(|| Rule {
+        id: name.to_owned(),
+        kind: kind.get_ref().clone(),
+        weight: *weight.get_ref(),
+        description: description.to_owned(),
+        pack: pack.to_owned(),
+        fields: vec![TextField::Title, TextField::Body],
+        exception_window: 0,
+    })
+}
+
+fn add_rule(b: &mut Builder, ctx: &mut Ctx, pack: &str, def: RuleDef) {
+    let Some(mut rule) = rule_header(
+        b,
+        ctx,
+        pack,
+        &def.id,
+        &def.kind,
+        &def.weight,
+        &def.description,
+    ) else {
+        return;
+    };
+    if def.keywords.is_empty() && def.regex.is_empty() {
+        ctx.err(
+            def.id.span().start,
+            format!("rule `{}` is empty: it has no keywords and no regex", rule.id),
+        );
+        return;
+    }
+    if let Some(f) = def.fields {
+        if f.is_empty() {
+            ctx.err(
+                def.id.span().start,
+                format!("rule `{}`: `fields` is empty", rule.id),
+            );
+            return;
+        }
+        rule.fields = f;
+    }
+    rule.exception_window = def.exception_window.unwrap_or(0);
+    let index = b.rules.len();
+    let mut ok = true;
+    let mut keywords = Vec::new();
+    for (list, role) in [
+        (&def.keywords, Role::Match),
+        (&def.exceptions, Role::Exception),
+    ] {
+        for k in list {
+            let key = compact_key(k.get_ref());
+            if key.is_empty() {
+                ctx.err(
+                    k.span().start,
+                    format!(
+                        "rule `{}`: keyword {:?} is empty once normalized (only separators?)",
+                        rule.id,
+                        k.get_ref()
+                    ),
+                );
+                ok = false;
+            } else {
+                keywords.push((key, index, role));
+            }
+        }
+    }
+    let mut regexes = Vec::new();
+    for (list, role) in [
+        (&def.regex, Role::Match),
+        (&def.exception_regex, Role::Exception),
+    ] {
+        for r in list {
+            match Regex::new(r.get_ref()) {
+                Ok(re) if re.is_match("") => {
+                    ctx.err(
+                        r.span().start,
+                        format!(
+                            "rule `{}`: regex {:?} matches the empty string",
+                            rule.id,
+                            r.get_ref()
+                        ),
+                    );
+                    ok = false;
+                }
+                Ok(_) => regexes.push((r.get_ref().clone(), index, role)),
+                Err(e) => {
+                    ctx.err(
+                        r.span().start,
+                        format!("rule `{}`: bad regex {:?}: {e}", rule.id, r.get_ref()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !ok {
+        return;
+    }
+    let spanned = |v: &[Spanned<String>]| {
+        v.iter()
+            .map(|s| (line_of(&ctx.src.text, s.span().start), s.get_ref().clone()))
+            .collect::<Vec<_>>()
+    };
+    b.examples.push(Examples {
+        file: ctx.src.path.clone(),
+        must_match: spanned(&def.must_match),
+        no_match: spanned(&def.no_match),
+        listings: Vec::new(),
+    });
+    b.keywords.extend(keywords);
+    b.regexes.extend(regexes);
+    b.rules.push(rule);
+}
+
+fn parse_atom(s: &str, index: &HashMap<String, usize>) -> Result<Atom, String> {
+    let (head, tail) = s
+        .split_once(':')
+        .ok_or_else(|| format!("condition {s:?} is not `rule:`, `kind:`, `fact:`, `category:`, `price_below:` or `price_at_least:`"))?;
+    match head {
+        "rule" => index
+            .get(tail)
+            .map(|&i| Atom::Rule(i))
+            .ok_or_else(|| format!("condition {s:?} names no known text rule")),
+        "kind" if KINDS.contains(&tail) => Ok(Atom::Kind(tail.to_owned())),
+        "kind" => Err(format!("condition {s:?}: unknown kind")),
+        "fact" if FACTS.contains(&tail) => Ok(Atom::Fact(tail.to_owned())),
+        "fact" => Err(format!(
+            "condition {s:?}: unknown fact (known: {})",
+            FACTS.join(", ")
+        )),
+        "category" if !tail.is_empty() => Ok(Atom::Category(tail.to_owned())),
+        "price_below" | "price_at_least" => {
+            let n: u64 = tail
+                .parse()
+                .map_err(|_| format!("condition {s:?}: not a price in KRW"))?;
+            Ok(if head == "price_below" {
+                Atom::PriceBelow(n)
+            } else {
+                Atom::PriceAtLeast(n)
+            })
+        }
+        _ => Err(format!("condition {s:?} is not understood")),
+    }
+}
+
+pub(super) fn check_examples(set: &RuleSet) -> Vec<ExampleOutcome> {
+    let mut out = Vec::new();
+    let empty = normalize("");
+    let fires = |rule: usize, title: &str, body: &str, category: Option<&str>, price: u64| {
+        let (t, bd) = (normalize(title), normalize(body));
+        let hits = set.match_text(&t, &bd);
+        if rule < set.rules.len() {
+            return hits.iter().any(|h| h.rule == rule);
+        }
+        let facts = extract(&t, &bd);
+        set.match_composites(&hits, &facts, category, price)
+            .iter()
+            .any(|h| h.rule == rule)
+    };
+    for (i, ex) in set.examples.iter().enumerate() {
+        let Some(rule) = set.rule(i) else { continue };
+        for (expected, list) in [(true, &ex.must_match), (false, &ex.no_match)] {
+            for (line, text) in list {
+                let body = normalize(text);
+                let hit = set.match_text(&empty, &body).iter().any(|h| h.rule == i);
+                if hit != expected {
+                    out.push(ExampleOutcome {
+                        rule: rule.id.clone(),
+                        file: ex.file.clone(),
+                        line: *line,
+                        text: text.clone(),
+                        expected_match: expected,
+                    });
+                }
+            }
+        }
+        for l in &ex.listings {
+            if fires(i, &l.title, &l.body, l.category.as_deref(), l.price) != l.expect {
+                out.push(ExampleOutcome {
+                    rule: rule.id.clone(),
+                    file: ex.file.clone(),
+                    line: l.line,
+                    text: format!("{} / {}", l.title, l.body),
+                    expected_match: l.expect,
+                });
+            }
+        }
+    }
+    out
+}
