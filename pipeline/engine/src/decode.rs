@@ -47,7 +47,7 @@ pub enum InvalidEvent {
     InvalidUtf8 { valid_up_to: usize },
     #[error("invalid JSON: {message}")]
     InvalidJson { message: String },
-    #[error("not a JSON object: the event is a {found}")]
+    #[error("not a JSON object: the event is {found}")]
     NotAnObject { found: &'static str },
     #[error("missing required field `{field}`")]
     MissingField { field: &'static str },
@@ -179,11 +179,11 @@ fn strip_position(msg: &str) -> String {
 fn json_type_name(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "boolean",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -304,7 +304,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_and_free_is_valid() {
-        let l = decode_listing(with("shipping", r#"{"x":1}"#).as_bytes(), &Limits::default());
+        let l = decode_listing(
+            with("shipping", r#"{"x":1}"#).as_bytes(),
+            &Limits::default(),
+        );
         assert!(l.is_ok());
         let l = decode_listing(with("price", "0").as_bytes(), &Limits::default()).unwrap();
         assert_eq!(l.price, 0);
@@ -341,7 +344,10 @@ mod tests {
         check(&with("price", "-1"), "negative_price");
         check(&with("event", r#""edited""#), "unknown_event");
         check(&with("created_at", r#""yesterday""#), "bad_timestamp");
-        check(&with("seller_joined_at", r#""2026-13-01""#), "bad_timestamp");
+        check(
+            &with("seller_joined_at", r#""2026-13-01""#),
+            "bad_timestamp",
+        );
         let long_title = format!("\"{}\"", "가".repeat(301));
         check(&with("title", &long_title), "field_too_long");
         let long_body = format!("\"{}\"", "a".repeat(20_001));
@@ -366,8 +372,8 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_field() {
-        let err = decode_listing(with("price", r#""cheap""#).as_bytes(), &Limits::default())
-            .unwrap_err();
+        let err =
+            decode_listing(with("price", r#""cheap""#).as_bytes(), &Limits::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "field `price` has the wrong type: invalid type: string \"cheap\", expected i64"

@@ -26,6 +26,9 @@ pub struct Analysis {
 /// The rule, list and policy files of a rules directory, as text.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSources {
+    /// The directory the paths start with; stripped when hashing, so the
+    /// version does not depend on where the checkout lives.
+    pub root: String,
     pub packs: Vec<Source>,
     pub lists: Vec<Source>,
     pub policy: Option<Source>,
@@ -45,7 +48,8 @@ impl RuleSources {
         for s in all {
             // Paths relative to the rules directory keep the hash independent
             // of where the checkout lives.
-            h.update(s.path.as_bytes());
+            let rel = s.path.strip_prefix(self.root.as_str()).unwrap_or(&s.path);
+            h.update(rel.trim_start_matches(['/', '\\']).as_bytes());
             h.update(&[0]);
             h.update(s.text.as_bytes());
             h.update(&[0]);
@@ -112,17 +116,15 @@ impl Engine {
         let mut hits = self.rules.match_text(&title, &body);
         let mut facts = extract(&title, &body);
         let list_hits = self.lists.apply(&mut facts);
-        let composites = self.rules.match_composites(
-            &hits,
-            &facts,
-            listing.category.as_deref(),
-            listing.price,
-        );
+        let composites =
+            self.rules
+                .match_composites(&hits, &facts, listing.category.as_deref(), listing.price);
         hits.extend(composites);
         for h in &mut hits {
             fill_span_text(&mut h.spans, &listing.title, &listing.body);
         }
-        let mut both = String::with_capacity(title.compact.as_str().len() + body.compact.as_str().len());
+        let mut both =
+            String::with_capacity(title.compact.as_str().len() + body.compact.as_str().len());
         both.push_str(title.compact.as_str());
         both.push_str(body.compact.as_str());
         Analysis {
@@ -139,7 +141,11 @@ impl Engine {
         let mut reasons = self.rule_reasons(a);
         for lh in &a.list_hits {
             let mut span = lh.ident.span.clone();
-            fill_span_text(std::slice::from_mut(&mut span), &listing.title, &listing.body);
+            fill_span_text(
+                std::slice::from_mut(&mut span),
+                &listing.title,
+                &listing.body,
+            );
             reasons.push(Reason {
                 source: ReasonSource::List,
                 id: format!("list.{}", lh.list),
@@ -154,7 +160,12 @@ impl Engine {
             });
         }
         let contact = history::has_contact(&a.facts.idents);
-        reasons.extend(history::signals(listing, contact, snap, &self.policy.history));
+        reasons.extend(history::signals(
+            listing,
+            contact,
+            snap,
+            &self.policy.history,
+        ));
 
         let logit = self.policy.score.prior + reasons.iter().map(|r| r.weight).sum::<f64>();
         let score = self.policy.score(logit);
@@ -178,11 +189,7 @@ impl Engine {
         for r in &mut reasons {
             r.weight = round(r.weight, 1e3);
         }
-        reasons.sort_by(|a, b| {
-            b.weight
-                .total_cmp(&a.weight)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        reasons.sort_by(|a, b| b.weight.total_cmp(&a.weight).then_with(|| a.id.cmp(&b.id)));
         Verdict {
             event_id: listing.event_id.clone(),
             listing_id: listing.listing_id.clone(),

@@ -110,7 +110,10 @@ impl Evaluation {
         } else {
             label.kind.clone()
         };
-        self.kinds.entry((label.fraud, kind)).or_default().add(action);
+        self.kinds
+            .entry((label.fraud, kind))
+            .or_default()
+            .add(action);
     }
 
     pub fn labeled(&self) -> u64 {
@@ -193,7 +196,11 @@ impl std::fmt::Display for EvalReport {
             )?;
         }
         writeln!(f, "  confusion (label x action):")?;
-        writeln!(f, "    {:<8}{:>9}{:>9}{:>9}", "", "allow", "review", "block")?;
+        writeln!(
+            f,
+            "    {:<8}{:>9}{:>9}{:>9}",
+            "", "allow", "review", "block"
+        )?;
         for (label, c) in &self.confusion {
             writeln!(
                 f,
@@ -237,7 +244,10 @@ mod tests {
         e.add(&label(false, "legit"), Action::Review);
         e.add(&label(false, "legit"), Action::Allow);
         let r = e.report();
-        assert_eq!((r.true_positives, r.false_positives, r.false_negatives), (2, 1, 1));
+        assert_eq!(
+            (r.true_positives, r.false_positives, r.false_negatives),
+            (2, 1, 1)
+        );
         assert!((r.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.flag_rate - 3.0 / 5.0).abs() < 1e-12);

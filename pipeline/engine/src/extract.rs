@@ -103,7 +103,9 @@ pub fn extract(title: &Normalized, body: &Normalized) -> Facts {
         facts.idents.extend(phones);
         prices(v.as_str(), &mut facts.prices);
     }
-    facts.idents.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+    facts
+        .idents
+        .sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
     facts
         .idents
         .dedup_by(|a, b| a.kind == b.kind && a.value == b.value);
@@ -157,7 +159,11 @@ fn domains(v: &View, field: TextField) -> Vec<Ident> {
         };
         let host = clean_host(host.as_str());
         // Version numbers and abbreviations look like hosts: need a letter label.
-        if !host.split('.').next().is_some_and(|l| l.chars().any(|c| c.is_ascii_alphabetic())) {
+        if !host
+            .split('.')
+            .next()
+            .is_some_and(|l| l.chars().any(|c| c.is_ascii_alphabetic()))
+        {
             continue;
         }
         if let Some(sp) = span(v, field, whole.start(), whole.end()) {
@@ -176,15 +182,32 @@ fn domains(v: &View, field: TextField) -> Vec<Ident> {
 static MESSENGER: LazyLock<Regex> = LazyLock::new(|| {
     // Separators tolerated inside the service name: 카.톡, 텔 레.
     let sep = r"[^\p{L}\p{N}]{0,2}";
+    // A Latin service name must end at a word boundary: `tele` is not the
+    // start of an ID in "telegram".
     let sp = |w: &str| {
-        w.chars()
+        let body = w
+            .chars()
             .map(|c| regex::escape(&c.to_string()))
             .collect::<Vec<_>>()
-            .join(sep)
+            .join(sep);
+        if w.is_ascii() {
+            format!(r"\b{body}\b")
+        } else {
+            body
+        }
     };
-    let kakao = ["카톡", "카카오톡", "카카오", "kakaotalk", "kakao", "katalk", "ktalk", "톡"]
-        .map(sp)
-        .join("|");
+    let kakao = [
+        "카톡",
+        "카카오톡",
+        "카카오",
+        "kakaotalk",
+        "kakao",
+        "katalk",
+        "ktalk",
+        "톡",
+    ]
+    .map(sp)
+    .join("|");
     let telegram = ["텔레그램", "텔레", "텔그", "telegram", "tg", "tele"]
         .map(sp)
         .join("|");
@@ -274,7 +297,10 @@ fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
         if let Some(g) = cur.take() {
             groups.push(g);
         }
-        let separator = matches!(c, ' ' | '-' | '.' | ')' | '(' | '/' | '_' | '~' | '*' | ',' | ':' | '+');
+        let separator = matches!(
+            c,
+            ' ' | '-' | '.' | ')' | '(' | '/' | '_' | '~' | '*' | ',' | ':' | '+'
+        );
         gap += 1;
         if !separator || gap > 2 {
             if !groups.is_empty() {
@@ -295,12 +321,14 @@ fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
 fn is_phone(d: &str) -> bool {
     let n = d.len();
     let b = d.as_bytes();
-    if n < 9 || n > 11 || b[0] != b'0' {
+    if !(9..=12).contains(&n) || b[0] != b'0' {
         return false;
     }
     match b[1] {
         b'1' => matches!(b[2], b'0' | b'1' | b'6' | b'7' | b'8' | b'9') && (n == 10 || n == 11),
-        b'7' | b'5' => b[2] == b'0' && (n == 10 || n == 11 || n == 12),
+        // 070 internet phones; 050x personal safe numbers are 11-12 digits.
+        b'7' => b[2] == b'0' && (n == 10 || n == 11),
+        b'5' => b[2] == b'0' && (n == 11 || n == 12),
         b'2' => n == 9 || n == 10,
         b'3'..=b'6' => (b'1'..=b'5').contains(&b[2]) && (n == 10 || n == 11),
         _ => false,
@@ -366,9 +394,10 @@ fn accounts(v: &View, field: TextField, phones: &[Ident], out: &mut Vec<Ident>) 
         if !(10..=14).contains(&digits.len()) || is_phone(&digits) {
             continue;
         }
-        let overlaps_phone = phones
-            .iter()
-            .any(|p| v.original_span(start, end).is_some_and(|(s, e)| s < p.span.end && p.span.start < e));
+        let overlaps_phone = phones.iter().any(|p| {
+            v.original_span(start, end)
+                .is_some_and(|(s, e)| s < p.span.end && p.span.start < e)
+        });
         if overlaps_phone {
             continue;
         }
@@ -463,6 +492,9 @@ mod tests {
         let f = facts("open.kakao.com/o/sAbc123 들어오세요");
         assert!(values(&f, IdentKind::MessengerId).contains(&"kakao_open:sabc123".to_string()));
         assert!(values(&facts("카톡 사절합니다"), IdentKind::MessengerId).is_empty());
+        assert!(values(&facts("No Telegram, no WhatsApp"), IdentKind::MessengerId).is_empty());
+        let f = facts("카톡abc123 주세요");
+        assert_eq!(values(&f, IdentKind::MessengerId), ["kakao:abc123"]);
     }
 
     #[test]

@@ -252,9 +252,35 @@ pub fn fxhash64(bytes: &[u8]) -> u64 {
 /// 256 팝니다" and "아이폰14 프로 급처" share `digital|아이폰|14`.
 pub fn product_key(folded_title: &str, category: Option<&str>) -> String {
     const NOISE: &[&str] = &[
-        "팝니다", "판매", "판매합니다", "급처", "급매", "급처분", "새상품", "미개봉", "중고", "정품",
-        "s급", "a급", "거의", "새것", "팔아요", "처분", "택포", "무료배송", "최저가", "sale", "used",
-        "new", "for", "selling", "sell", "like", "mint", "the", "a",
+        "팝니다",
+        "판매",
+        "판매합니다",
+        "급처",
+        "급매",
+        "급처분",
+        "새상품",
+        "미개봉",
+        "중고",
+        "정품",
+        "s급",
+        "a급",
+        "거의",
+        "새것",
+        "팔아요",
+        "처분",
+        "택포",
+        "무료배송",
+        "최저가",
+        "sale",
+        "used",
+        "new",
+        "for",
+        "selling",
+        "sell",
+        "like",
+        "mint",
+        "the",
+        "a",
     ];
     let mut key = category.unwrap_or("-").to_owned();
     let mut n = 0;
@@ -291,9 +317,7 @@ pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
         let start = rest.find(|c: char| class(c) != 0)?;
         rest = &rest[start..];
         let first = class(rest.chars().next()?);
-        let end = rest
-            .find(|c: char| class(c) != first)
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| class(c) != first).unwrap_or(rest.len());
         let (tok, tail) = rest.split_at(end);
         rest = tail;
         Some(tok)
@@ -312,8 +336,10 @@ mod tests {
 
     #[test]
     fn simhash_near_duplicates_are_close() {
-        let a = simhash("급처합니다아이폰14프로맥스256기가카톡abc123으로연락주세요선입금시바로발송");
-        let b = simhash("급처합니다아이폰14프로맥스256기가카톡abc124으로연락주세요선입금시바로발송");
+        let a =
+            simhash("급처합니다아이폰14프로맥스256기가카톡abc123으로연락주세요선입금시바로발송");
+        let b =
+            simhash("급처합니다아이폰14프로맥스256기가카톡abc124으로연락주세요선입금시바로발송");
         let c = simhash("캠핑의자두개팝니다직거래만원하고상태좋아요사용감조금있어요");
         assert!((a ^ b).count_ones() <= 12, "{}", (a ^ b).count_ones());
         assert!((a ^ c).count_ones() > 16, "{}", (a ^ c).count_ones());

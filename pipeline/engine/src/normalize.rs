@@ -242,36 +242,36 @@ fn is_jamo(c: char) -> bool {
 
 /// Compatibility consonant index -> (initial index, final index); 255 = none.
 const CONSONANT: [(u8, u8); 30] = [
-    (0, 1),     // ㄱ
-    (1, 2),     // ㄲ
-    (255, 3),   // ㄳ
-    (2, 4),     // ㄴ
-    (255, 5),   // ㄵ
-    (255, 6),   // ㄶ
-    (3, 7),     // ㄷ
-    (4, 255),   // ㄸ
-    (5, 8),     // ㄹ
-    (255, 9),   // ㄺ
-    (255, 10),  // ㄻ
-    (255, 11),  // ㄼ
-    (255, 12),  // ㄽ
-    (255, 13),  // ㄾ
-    (255, 14),  // ㄿ
-    (255, 15),  // ㅀ
-    (6, 16),    // ㅁ
-    (7, 17),    // ㅂ
-    (8, 255),   // ㅃ
-    (255, 18),  // ㅄ
-    (9, 19),    // ㅅ
-    (10, 20),   // ㅆ
-    (11, 21),   // ㅇ
-    (12, 22),   // ㅈ
-    (13, 255),  // ㅉ
-    (14, 23),   // ㅊ
-    (15, 24),   // ㅋ
-    (16, 25),   // ㅌ
-    (17, 26),   // ㅍ
-    (18, 27),   // ㅎ
+    (0, 1),    // ㄱ
+    (1, 2),    // ㄲ
+    (255, 3),  // ㄳ
+    (2, 4),    // ㄴ
+    (255, 5),  // ㄵ
+    (255, 6),  // ㄶ
+    (3, 7),    // ㄷ
+    (4, 255),  // ㄸ
+    (5, 8),    // ㄹ
+    (255, 9),  // ㄺ
+    (255, 10), // ㄻ
+    (255, 11), // ㄼ
+    (255, 12), // ㄽ
+    (255, 13), // ㄾ
+    (255, 14), // ㄿ
+    (255, 15), // ㅀ
+    (6, 16),   // ㅁ
+    (7, 17),   // ㅂ
+    (8, 255),  // ㅃ
+    (255, 18), // ㅄ
+    (9, 19),   // ㅅ
+    (10, 20),  // ㅆ
+    (11, 21),  // ㅇ
+    (12, 22),  // ㅈ
+    (13, 255), // ㅉ
+    (14, 23),  // ㅊ
+    (15, 24),  // ㅋ
+    (16, 25),  // ㅌ
+    (17, 26),  // ㅍ
+    (18, 27),  // ㅎ
 ];
 
 /// Initial index -> compatibility consonant index.
@@ -358,7 +358,10 @@ fn compose_jamo(items: &[Item]) -> Vec<Item> {
             continue;
         };
         let Jamo::Consonant(c0) = j else {
-            out.push(Item { c: compat_char(j), ..it });
+            out.push(Item {
+                c: compat_char(j),
+                ..it
+            });
             i += 1;
             continue;
         };
@@ -367,17 +370,17 @@ fn compose_jamo(items: &[Item]) -> Vec<Item> {
         let vowel = match items.get(i + 1) {
             Some(next) => match jamo(next.c) {
                 Some(Jamo::Vowel(v)) => Some(v),
-                None => latin_vowel(next.c).filter(|_| {
-                    !items
-                        .get(i + 2)
-                        .is_some_and(|n| n.c.is_ascii_alphabetic())
-                }),
+                None => latin_vowel(next.c)
+                    .filter(|_| !items.get(i + 2).is_some_and(|n| n.c.is_ascii_alphabetic())),
                 _ => None,
             },
             None => None,
         };
         let (Some(mut v), true) = (vowel, initial != 255) else {
-            out.push(Item { c: compat_char(j), ..it });
+            out.push(Item {
+                c: compat_char(j),
+                ..it
+            });
             i += 1;
             continue;
         };
@@ -605,7 +608,15 @@ mod tests {
 
     #[test]
     fn separators_and_invisibles() {
-        for s in ["카.톡", "카 톡", "카/톡", "카♡톡", "카\u{200B}톡", "카\u{FEFF}톡", "카。톡"] {
+        for s in [
+            "카.톡",
+            "카 톡",
+            "카/톡",
+            "카♡톡",
+            "카\u{200B}톡",
+            "카\u{FEFF}톡",
+            "카。톡",
+        ] {
             assert_eq!(compact(s), "카톡", "{s}");
         }
         assert_eq!(folded("  카   톡\n\t아이디 "), "카 톡 아이디");

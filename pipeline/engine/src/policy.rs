@@ -10,7 +10,7 @@
 use crate::rules::{RuleError, RuleErrors, Source};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub score: ScoreConfig,
@@ -95,19 +95,6 @@ pub struct HistoryWeights {
     pub dormant_days: f64,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            score: ScoreConfig::default(),
-            thresholds: Thresholds::default(),
-            rules: RuleWeights::default(),
-            lists: ListWeights::default(),
-            model: ModelWeights::default(),
-            history: HistoryWeights::default(),
-        }
-    }
-}
-
 impl Default for ScoreConfig {
     fn default() -> Self {
         ScoreConfig { prior: -4.0 }
@@ -179,9 +166,12 @@ impl Policy {
             }])
         };
         let policy: Policy = toml::from_str(&src.text).map_err(|e| {
-            let line = e
-                .span()
-                .map_or(1, |s| src.text[..s.start.min(src.text.len())].matches('\n').count() + 1);
+            let line = e.span().map_or(1, |s| {
+                src.text[..s.start.min(src.text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1
+            });
             err(line, format!("not a valid policy: {}", e.message()))
         })?;
         let t = &policy.thresholds;

@@ -178,7 +178,10 @@ mod tests {
     #[test]
     fn listed_identifiers_are_found_through_obfuscation() {
         let lists = Lists::parse(&[
-            src("lists/bad_phones.txt", "# reported\n010-9999-0000  # victim 2026-10\n"),
+            src(
+                "lists/bad_phones.txt",
+                "# reported\n010-9999-0000  # victim 2026-10\n",
+            ),
             src("lists/bad_domains.txt", "safe-pay.kr\n"),
             src("lists/platform_domains.txt", "daangn.com\n"),
         ])
@@ -197,7 +200,10 @@ mod tests {
     #[test]
     fn platform_links_are_not_foreign() {
         let lists = Lists::parse(&[src("platform_domains.txt", "daangn.com")]).unwrap();
-        let mut f = extract(&normalize(""), &normalize("https://www.daangn.com/articles/1"));
+        let mut f = extract(
+            &normalize(""),
+            &normalize("https://www.daangn.com/articles/1"),
+        );
         assert!(lists.apply(&mut f).is_empty());
         assert!(!f.foreign_url);
     }

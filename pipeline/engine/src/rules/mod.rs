@@ -262,9 +262,10 @@ impl RuleSet {
         out
     }
 
-    /// Runs every rule's examples; returns one outcome per failing example.
-    pub fn check_examples(&self) -> Vec<ExampleOutcome> {
-        pack::check_examples(self)
+    /// Runs every rule's examples (with these lists deciding which links are
+    /// foreign); returns one outcome per failing example.
+    pub fn check_examples(&self, lists: &Lists) -> Vec<ExampleOutcome> {
+        pack::check_examples(self, lists)
     }
 }
 

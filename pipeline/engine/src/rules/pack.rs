@@ -38,7 +38,11 @@ pub struct RuleErrors(pub Vec<RuleError>);
 impl std::fmt::Display for RuleErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the rule packs:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} problem{} in the rule packs:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
@@ -414,7 +418,10 @@ fn add_rule(b: &mut Builder, ctx: &mut Ctx, pack: &str, def: RuleDef) {
     if def.keywords.is_empty() && def.regex.is_empty() {
         ctx.err(
             def.id.span().start,
-            format!("rule `{}` is empty: it has no keywords and no regex", rule.id),
+            format!(
+                "rule `{}` is empty: it has no keywords and no regex",
+                rule.id
+            ),
         );
         return;
     }
@@ -532,7 +539,7 @@ fn parse_atom(s: &str, index: &HashMap<String, usize>) -> Result<Atom, String> {
     }
 }
 
-pub(super) fn check_examples(set: &RuleSet) -> Vec<ExampleOutcome> {
+pub(super) fn check_examples(set: &RuleSet, lists: &super::Lists) -> Vec<ExampleOutcome> {
     let mut out = Vec::new();
     let empty = normalize("");
     let fires = |rule: usize, title: &str, body: &str, category: Option<&str>, price: u64| {
@@ -541,7 +548,8 @@ pub(super) fn check_examples(set: &RuleSet) -> Vec<ExampleOutcome> {
         if rule < set.rules.len() {
             return hits.iter().any(|h| h.rule == rule);
         }
-        let facts = extract(&t, &bd);
+        let mut facts = extract(&t, &bd);
+        lists.apply(&mut facts);
         set.match_composites(&hits, &facts, category, price)
             .iter()
             .any(|h| h.rule == rule)

@@ -1,0 +1,38 @@
+# haechi — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+HAECHI := target/release/haechi
+FIXTURE ?= fixtures/handpicked.jsonl
+OUT ?= target/verdicts.jsonl
+
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bin haechi
+
+## run: build and replay the default fixture through the whole pipeline; prints the summary.
+run: build
+	$(HAECHI) replay $(FIXTURE) --out $(OUT)
+
+## test: everything CI checks.
+test: fmt-check lint rules-check unit
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+rules-check:
+	$(CARGO) run --quiet --bin haechi -- rules check rules
+
+unit:
+	$(CARGO) test --workspace
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,99 @@
+//! Command-line arguments. The contract (`shared/CONTRACT.md`) fixes the
+//! command names and the engine options `--rules`, `--model`, `--policy`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "haechi",
+    version,
+    about = "haechi (해치): fraud and fake-listing moderation for a second-hand marketplace",
+    long_about = "haechi judges every listing event of a second-hand marketplace: keyword \
+automata and regex rules that see through obfuscation, a trained classifier, and the \
+seller's history. Each event gets a verdict (allow, review or block) with its reasons; \
+flagged listings go to a human-review queue.\n\n\
+Start with `haechi replay fixtures/handpicked.jsonl --out verdicts.jsonl`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log level (error, warn, info, debug, trace); HAECHI_LOG overrides it with a full filter.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    /// Log as JSON lines (for log collectors).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline over a JSONL file of listing events, offline.
+    ///
+    /// Writes one verdict per valid event to --out (in input order) and every
+    /// invalid line to the dead-letter file with its line number and reason.
+    /// When the events carry labels, prints recall, precision, flag rate and
+    /// recall per fraud kind.
+    Replay(ReplayArgs),
+    /// Check rule packs, lists and policy.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// The engine options every command that runs the engine accepts.
+#[derive(Debug, Args, Clone)]
+pub struct EngineArgs {
+    /// Rules directory: rule packs (*.toml), lists/ and policy.toml.
+    #[arg(long, value_name = "DIR", default_value = "rules")]
+    pub rules: PathBuf,
+    /// Policy file (default: policy.toml in the rules directory).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The events, one JSON object per line.
+    #[arg(value_name = "FILE.jsonl")]
+    pub input: PathBuf,
+    /// Where the verdicts go (JSONL, one per valid event, in input order).
+    #[arg(long, value_name = "VERDICTS.jsonl")]
+    pub out: PathBuf,
+    /// Where invalid lines go (default: next to --out, *.dead-letters.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
+    /// Keep the store (seller history, review queue) in this directory
+    /// instead of a fresh temporary one; `haechi review --data-dir` reads it.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print the summary and evaluation as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate rule packs, lists and policy, and run every rule's examples.
+    ///
+    /// Reports duplicate ids, bad regexes, empty rules and failing examples,
+    /// each with file and line; exits 1 if there is any.
+    Check {
+        /// The rules directory.
+        #[arg(value_name = "DIR", default_value = "rules")]
+        dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

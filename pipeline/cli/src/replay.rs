@@ -1,0 +1,50 @@
+//! `haechi replay`.
+
+use crate::args::ReplayArgs;
+use anyhow::Context;
+use haechi_engine::Limits;
+use haechi_store::Store;
+use haechi_stream::load::load_engine;
+use haechi_stream::process::Processor;
+use haechi_stream::replay::{replay, ReplayConfig};
+
+pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
+    let engine = load_engine(&a.engine.rules, a.engine.policy.as_deref())
+        .with_context(|| format!("loading rules from {}", a.engine.rules.display()))?;
+    // The embedded store lives in a fresh temporary directory unless asked.
+    let tmp;
+    let data_dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("haechi-replay-")
+                .tempdir()
+                .context("creating a temporary store directory")?;
+            tmp.path().to_owned()
+        }
+    };
+    let store = Store::open(&data_dir)?;
+    let cfg = ReplayConfig {
+        dead_letter: a
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| ReplayConfig::default_dead_letter(&a.out)),
+        input: a.input,
+        out: a.out,
+        limits: Limits::default(),
+        progress: !a.no_progress && !a.json,
+    };
+    let summary = replay(
+        &Processor {
+            engine: &engine,
+            store: &store,
+        },
+        &cfg,
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,239 @@
+//! Offline replay: a JSONL file of events through the whole pipeline.
+//!
+//! The file is streamed line by line (memory does not grow with its size);
+//! each valid event gets exactly one verdict line in `--out`, in input order;
+//! each invalid line goes to the dead-letter file with its line number, its
+//! raw bytes and the reason, and the replay goes on.
+
+use crate::process::Processor;
+use haechi_engine::eval::{ActionCounts, EvalReport, Evaluation};
+use haechi_engine::{decode_listing, DeadLetter, Limits, SourcePos};
+use haechi_store::StoreError;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a replay stopped. Bad events never stop it: only I/O and the store can.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to replay and where the results go.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub dead_letter: PathBuf,
+    pub limits: Limits,
+    /// Draw a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl ReplayConfig {
+    /// The dead-letter file used when none is given: next to the verdicts.
+    pub fn default_dead_letter(out: &Path) -> PathBuf {
+        let stem = out
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "verdicts".into());
+        out.with_file_name(format!("{stem}.dead-letters.jsonl"))
+    }
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub dead_letter: PathBuf,
+    /// Lines read.
+    pub lines: u64,
+    /// Verdicts written (= valid events).
+    pub verdicts: u64,
+    pub dead_letters: u64,
+    /// Events the store had already processed (their original verdict was
+    /// written again, nothing was counted twice).
+    pub already_processed: u64,
+    pub actions: ActionCounts,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub rules_version: String,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvalReport>,
+}
+
+/// Replays a file. See the module documentation.
+pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
+    let input_err = |source| ReplayError::Input {
+        path: cfg.input.clone(),
+        source,
+    };
+    let file = File::open(&cfg.input).map_err(input_err)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let create = |path: &Path| {
+        File::create(path)
+            .map(|f| BufWriter::with_capacity(1 << 20, f))
+            .map_err(|source| ReplayError::Output {
+                path: path.to_owned(),
+                source,
+            })
+    };
+    let mut out = create(&cfg.out)?;
+    let mut dlq = create(&cfg.dead_letter)?;
+    let out_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ReplayError::Output { path, source }
+    };
+
+    let bar = if cfg.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr_with_hz(10))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} replay [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let file_name = cfg.input.display().to_string();
+    let start = Instant::now();
+    let mut line = Vec::with_capacity(4096);
+    let mut eval = Evaluation::default();
+    let mut s = ReplaySummary {
+        input: cfg.input.clone(),
+        out: cfg.out.clone(),
+        dead_letter: cfg.dead_letter.clone(),
+        lines: 0,
+        verdicts: 0,
+        dead_letters: 0,
+        already_processed: 0,
+        actions: ActionCounts::default(),
+        seconds: 0.0,
+        events_per_second: 0.0,
+        rules_version: proc.engine.versions().rules.clone(),
+        model_version: proc.engine.versions().model.clone(),
+        evaluation: None,
+    };
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(input_err)?;
+        if n == 0 {
+            break;
+        }
+        s.lines += 1;
+        bar.inc(n as u64);
+        let raw = trim_newline(&line);
+        match decode_listing(raw, &cfg.limits) {
+            Ok(listing) => {
+                let p = proc.process(&listing)?;
+                serde_json::to_writer(&mut out, &p.verdict)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(out_err(&cfg.out))?;
+                s.verdicts += 1;
+                s.already_processed += u64::from(p.duplicate);
+                s.actions.add(p.verdict.action);
+                if let Some(label) = &listing.label {
+                    eval.add(label, p.verdict.action);
+                }
+            }
+            Err(e) => {
+                let dl = DeadLetter::new(
+                    SourcePos::File {
+                        file: file_name.clone(),
+                        line: s.lines,
+                    },
+                    &e,
+                    raw,
+                );
+                serde_json::to_writer(&mut dlq, &dl)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| dlq.write_all(b"\n"))
+                    .map_err(out_err(&cfg.dead_letter))?;
+                s.dead_letters += 1;
+            }
+        }
+        if s.lines % 4096 == 0 {
+            bar.set_message(format!("{} events", s.lines));
+        }
+    }
+    out.flush().map_err(out_err(&cfg.out))?;
+    dlq.flush().map_err(out_err(&cfg.dead_letter))?;
+    proc.store.flush()?;
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().max(Duration::from_micros(1));
+    s.seconds = elapsed.as_secs_f64();
+    s.events_per_second = s.lines as f64 / s.seconds;
+    if eval.labeled() > 0 {
+        s.evaluation = Some(eval.report());
+    }
+    Ok(s)
+}
+
+/// The line without its `\n` or `\r\n`.
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+impl std::fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "replayed {}", self.input.display())?;
+        writeln!(
+            f,
+            "  events       {} lines: {} verdicts, {} dead letters",
+            self.lines, self.verdicts, self.dead_letters
+        )?;
+        writeln!(
+            f,
+            "  verdicts     allow {}   review {}   block {}   -> {}",
+            self.actions.allow,
+            self.actions.review,
+            self.actions.block,
+            self.out.display()
+        )?;
+        if self.dead_letters > 0 {
+            writeln!(f, "  dead letters -> {}", self.dead_letter.display())?;
+        }
+        if self.already_processed > 0 {
+            writeln!(
+                f,
+                "  already processed (idempotent, not counted again): {}",
+                self.already_processed
+            )?;
+        }
+        writeln!(
+            f,
+            "  throughput   {:.0} events/s ({:.2} s)",
+            self.events_per_second, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  versions     rules {}   model {}",
+            self.rules_version, self.model_version
+        )?;
+        if let Some(e) = &self.evaluation {
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
