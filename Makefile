@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day
 
 all: build
 
@@ -33,6 +33,15 @@ rules-check:
 
 unit:
 	$(CARGO) test --workspace
+
+## fixtures: regenerate the committed labeled sets byte for byte.
+fixtures:
+	$(CARGO) run --release --quiet -p haechi-fixtures -- all --dir fixtures
+
+## fixtures-day: the 400,000-event day set for benchmarks (not committed).
+fixtures-day: fixtures/day.jsonl
+fixtures/day.jsonl:
+	$(CARGO) run --release --quiet -p haechi-fixtures -- day --events 400000 --out $@
 
 clean:
 	$(CARGO) clean
