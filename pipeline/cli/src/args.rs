@@ -96,4 +96,30 @@ pub enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a labeled file under two rule sets and show what changes.
+    ///
+    /// Prints recall, precision and flag rate before and after, the verdicts
+    /// that flip, and the listings newly flagged or unflagged with the reasons
+    /// that appeared or disappeared. How a rule change is reviewed before it
+    /// ships.
+    Backtest {
+        /// The rules running now.
+        #[arg(long, value_name = "DIR")]
+        old: PathBuf,
+        /// The proposed rules.
+        #[arg(long, value_name = "DIR")]
+        new: PathBuf,
+        /// Labeled events (JSONL).
+        #[arg(value_name = "FILE.jsonl")]
+        file: PathBuf,
+        /// How many newly flagged / unflagged listings to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
 }

@@ -1,13 +1,60 @@
 //! `haechi rules ...`.
 
 use crate::args::RulesCommand;
+use anyhow::Context;
 use haechi_engine::Engine;
-use haechi_stream::load::read_rules;
+use haechi_store::Store;
+use haechi_stream::load::{load_engine, read_rules};
+use haechi_stream::process::Processor;
+use std::path::Path;
 
 pub fn run(cmd: RulesCommand) -> anyhow::Result<i32> {
     match cmd {
         RulesCommand::Check { dir, json } => check(&dir, json),
+        RulesCommand::Backtest {
+            old,
+            new,
+            file,
+            limit,
+            json,
+            no_progress,
+        } => backtest(&old, &new, &file, limit, json, !no_progress),
     }
+}
+
+fn backtest(
+    old: &Path,
+    new: &Path,
+    file: &Path,
+    limit: usize,
+    json: bool,
+    progress: bool,
+) -> anyhow::Result<i32> {
+    let load = |dir: &Path| {
+        load_engine(dir, None).with_context(|| format!("loading rules from {}", dir.display()))
+    };
+    let (old_engine, new_engine) = (load(old)?, load(new)?);
+    let (old_dir, new_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (old_store, new_store) = (Store::open(old_dir.path())?, Store::open(new_dir.path())?);
+    let b = haechi_stream::backtest::backtest(
+        &Processor {
+            engine: &old_engine,
+            store: &old_store,
+        },
+        &Processor {
+            engine: &new_engine,
+            store: &new_store,
+        },
+        file,
+        limit,
+        progress && !json,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        print!("{b}");
+    }
+    Ok(0)
 }
 
 fn check(dir: &std::path::Path, json: bool) -> anyhow::Result<i32> {

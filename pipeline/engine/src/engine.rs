@@ -4,7 +4,7 @@
 use crate::contract::{Action, EventKind, Listing, Reason, ReasonSource, Verdict, Versions};
 use crate::extract::{extract, Facts};
 use crate::history::{self, SellerSnapshot};
-use crate::normalize::normalize;
+use crate::normalize::{normalize, Normalized};
 use crate::policy::Policy;
 use crate::rules::{fill_span_text, ListHit, Lists, RuleErrors, RuleHit, RuleSet, Source};
 use std::collections::HashMap;
@@ -21,6 +21,16 @@ pub struct Analysis {
     pub fingerprint: u64,
     /// The product, for its usual price (see [`history::product_key`]).
     pub product_key: String,
+}
+
+/// What the rule stage saw and found.
+#[derive(Debug, Clone)]
+pub struct RuleStage {
+    pub title: Normalized,
+    pub body: Normalized,
+    pub hits: Vec<RuleHit>,
+    pub facts: Facts,
+    pub list_hits: Vec<ListHit>,
 }
 
 /// The rule, list and policy files of a rules directory, as text.
@@ -109,8 +119,9 @@ impl Engine {
         &self.versions
     }
 
-    /// The half of the decision that depends only on the listing.
-    pub fn analyze(&self, listing: &Listing) -> Analysis {
+    /// The rule stage alone: normalization, text rules, extractors, lists
+    /// and composites.
+    pub fn rule_stage(&self, listing: &Listing) -> RuleStage {
         let title = normalize(&listing.title);
         let body = normalize(&listing.body);
         let mut hits = self.rules.match_text(&title, &body);
@@ -120,6 +131,24 @@ impl Engine {
             self.rules
                 .match_composites(&hits, &facts, listing.category.as_deref(), listing.price);
         hits.extend(composites);
+        RuleStage {
+            title,
+            body,
+            hits,
+            facts,
+            list_hits,
+        }
+    }
+
+    /// The half of the decision that depends only on the listing.
+    pub fn analyze(&self, listing: &Listing) -> Analysis {
+        let RuleStage {
+            title,
+            body,
+            mut hits,
+            facts,
+            list_hits,
+        } = self.rule_stage(listing);
         for h in &mut hits {
             fill_span_text(&mut h.spans, &listing.title, &listing.body);
         }

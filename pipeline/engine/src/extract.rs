@@ -12,6 +12,7 @@
 
 use crate::contract::{Span, TextField};
 use crate::normalize::{Normalized, View};
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
@@ -96,7 +97,7 @@ pub fn extract(title: &Normalized, body: &Normalized) -> Facts {
     for (field, n) in [(TextField::Title, title), (TextField::Body, body)] {
         let v = &n.folded;
         let domains = domains(v, field);
-        messenger_ids(v, field, &mut facts.idents);
+        messenger_ids(n, field, &mut facts.idents);
         facts.idents.extend(domains);
         let phones = phones(v, field);
         accounts(v, field, &phones, &mut facts.idents);
@@ -130,7 +131,7 @@ static URL: LazyLock<Regex> = LazyLock::new(|| {
     let label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
     let tld = r"(?:com|net|org|kr|co|me|io|ly|gl|gg|xyz|top|shop|site|info|biz|cc|link|app|page|store|online|club|vip|live|pro|pw|tk|ml|ga|cf|to|im|in|us|cn|jp|ru|su|ws|bz|la|so|one|icu|cyou|buzz|fun|asia|kakao|naver)";
     let re = format!(
-        r"(?:https?://\s?)?(?P<host>(?:{label}{dot})+{tld})\b(?P<path>/[^\s]*)?|(?:https?://)(?P<host2>(?:{label}{dot})+[a-z]{{2,12}})\b(?P<path2>/[^\s]*)?"
+        r"(?:https?://\s?)?(?P<host>(?:{label}{dot})+{tld})(?-u:\b)(?P<path>/[^\s]*)?|(?:https?://)(?P<host2>(?:{label}{dot})+[a-z]{{2,12}})(?-u:\b)(?P<path2>/[^\s]*)?"
     );
     Regex::new(&re).unwrap_or_else(|e| panic!("built-in URL regex: {e}"))
 });
@@ -179,74 +180,96 @@ fn domains(v: &View, field: TextField) -> Vec<Ident> {
 
 // --- messenger IDs -----------------------------------------------------------
 
-static MESSENGER: LazyLock<Regex> = LazyLock::new(|| {
-    // Separators tolerated inside the service name: 카.톡, 텔 레.
-    let sep = r"[^\p{L}\p{N}]{0,2}";
-    // A Latin service name must end at a word boundary: `tele` is not the
-    // start of an ID in "telegram".
-    let sp = |w: &str| {
-        let body = w
-            .chars()
-            .map(|c| regex::escape(&c.to_string()))
-            .collect::<Vec<_>>()
-            .join(sep);
-        if w.is_ascii() {
-            format!(r"\b{body}\b")
-        } else {
-            body
-        }
-    };
-    let kakao = [
-        "카톡",
-        "카카오톡",
-        "카카오",
-        "kakaotalk",
-        "kakao",
-        "katalk",
-        "ktalk",
-        "톡",
-    ]
-    .map(sp)
-    .join("|");
-    let telegram = ["텔레그램", "텔레", "텔그", "telegram", "tg", "tele"]
-        .map(sp)
-        .join("|");
-    let line = ["라인", "line"].map(sp).join("|");
-    let wechat = ["위챗", "wechat"].map(sp).join("|");
-    let whatsapp = ["왓츠앱", "왓츠", "whatsapp"].map(sp).join("|");
-    let re = format!(
-        r"(?:(?P<kakao>{kakao})|(?P<telegram>{telegram})|(?P<line>{line})|(?P<wechat>{wechat})|(?P<whatsapp>{whatsapp}))\s*(?:아이디|아뒤|아디|id|주소)?\s*(?:[:=>\-→]|은|는|로|으로)?\s*@?(?P<id>[a-z][a-z0-9_.]{{2,31}})\b"
-    );
-    Regex::new(&re).unwrap_or_else(|e| panic!("built-in messenger regex: {e}"))
+/// Messenger service names, matched on the COMPACT view so that disguised
+/// names (카.톡, ㅋㅏㅌㅗㄱ, ｔｅｌｅｇｒａｍ) are found too.
+const SERVICES: &[(&str, &str)] = &[
+    ("카톡", "kakao"),
+    ("카카오톡", "kakao"),
+    ("카카오", "kakao"),
+    ("갠톡", "kakao"),
+    ("kakaotalk", "kakao"),
+    ("kakao", "kakao"),
+    ("katalk", "kakao"),
+    ("텔레그램", "telegram"),
+    ("텔레", "telegram"),
+    ("telegram", "telegram"),
+    ("라인", "line"),
+    ("line", "line"),
+    ("위챗", "wechat"),
+    ("wechat", "wechat"),
+    ("왓츠앱", "whatsapp"),
+    ("whatsapp", "whatsapp"),
+];
+
+static SERVICE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(
+            SERVICES
+                .iter()
+                .map(|(name, _)| crate::normalize::compact_key(name)),
+        )
+        .unwrap_or_else(|e| panic!("built-in service automaton: {e}"))
+});
+
+/// What follows a service name up to the ID: "아이디:", " id = ", "은 ", "@".
+static ID_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^ ?(?:아이디|아뒤|아디|id|주소)? ?(?:[:=>\-→]|은|는|로|으로)? ?@?(?P<id>[a-z](?:[-._*/~^,]{0,3}[a-z0-9]){2,40})(?-u:\b)")
+        .unwrap_or_else(|e| panic!("built-in messenger id regex: {e}"))
 });
 
 /// Words that follow a messenger name but are not IDs.
 const NOT_IDS: &[&str] = &[
     "id", "no", "only", "me", "us", "or", "and", "the", "please", "pls", "plz", "via", "chat",
-    "message", "msg", "dm", "for", "to", "ok", "com", "open",
+    "message", "msg", "dm", "for", "to", "ok", "com", "open", "app", "gram", "talk",
 ];
 
-fn messenger_ids(v: &View, field: TextField, out: &mut Vec<Ident>) {
-    for c in MESSENGER.captures_iter(v.as_str()) {
-        let (Some(whole), Some(id)) = (c.get(0), c.name("id")) else {
+/// A messenger ID's canonical form: lower-case letters and digits.
+pub fn canonical_id(id: &str) -> String {
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn messenger_ids(n: &Normalized, field: TextField, out: &mut Vec<Ident>) {
+    let (compact, folded) = (&n.compact, &n.folded);
+    for m in SERVICE_AC.find_iter(compact.as_str()) {
+        let service = SERVICES[m.pattern().as_usize()].1;
+        let Some((orig_start, orig_end)) = compact.original_span(m.start(), m.end()) else {
             continue;
         };
-        let id = id.as_str().trim_end_matches('.');
-        if NOT_IDS.contains(&id) || id.len() < 3 {
+        // A Latin name glued to other Latin letters is part of a word (online).
+        let start_byte = folded.byte_at_original(orig_start);
+        let latin_before = folded.as_str()[..start_byte]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphabetic());
+        if latin_before {
             continue;
         }
-        let service = ["kakao", "telegram", "line", "wechat", "whatsapp"]
-            .into_iter()
-            .find(|s| c.name(s).is_some())
-            .unwrap_or("messenger");
-        if let Some(sp) = span(v, field, whole.start(), whole.end()) {
+        let after = folded.byte_at_original(orig_end);
+        let Some(c) = ID_AFTER.captures(&folded.as_str()[after..]) else {
+            continue;
+        };
+        let Some(id) = c.name("id") else { continue };
+        // Canonical: the letters and digits only, so `scam_kim`, `scam.kim`
+        // and `s-c-a-m-k-i-m` are one identifier.
+        let canonical = canonical_id(id.as_str());
+        let id_str = canonical.as_str();
+        if NOT_IDS.contains(&id_str) || id_str.len() < 3 {
+            continue;
+        }
+        let (a, b) = (start_byte, after + id.end());
+        if let Some(sp) = span(folded, field, a.min(b), b) {
             out.push(Ident {
                 kind: IdentKind::MessengerId,
-                value: format!("{service}:{id}"),
+                value: format!("{service}:{id_str}"),
                 span: sp,
             });
         }
     }
+    let v = folded;
     // Links that are messenger IDs: t.me/NAME, open.kakao.com/o/CODE, line.me/ti/p/NAME.
     static LINK: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"(?P<host>t\.me|telegram\.me|open\.kakao\.com/o|line\.me/ti/p)/(?P<id>[a-z0-9_~+-]{3,40})")
@@ -268,7 +291,7 @@ fn messenger_ids(v: &View, field: TextField, out: &mut Vec<Ident>) {
             if let Some(sp) = span(v, field, whole.start(), whole.end()) {
                 out.push(Ident {
                     kind: IdentKind::MessengerId,
-                    value: format!("{service}:{}", id.as_str()),
+                    value: format!("{service}:{}", canonical_id(id.as_str())),
                     span: sp,
                 });
             }
@@ -302,7 +325,7 @@ fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
             ' ' | '-' | '.' | ')' | '(' | '/' | '_' | '~' | '*' | ',' | ':' | '+'
         );
         gap += 1;
-        if !separator || gap > 2 {
+        if !separator || gap > 3 {
             if !groups.is_empty() {
                 runs.push(std::mem::take(&mut groups));
             }
@@ -420,7 +443,7 @@ fn accounts(v: &View, field: TextField, phones: &[Ident], out: &mut Vec<Ident>) 
 // --- prices ----------------------------------------------------------------------
 
 static PRICE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:₩\s?|\\\s?)?(?P<num>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s?(?P<unit>억|천만|백만|만|천)?\s?(?P<won>원|won|krw)?")
+    Regex::new(r"(?:₩ ?|\\ ?)?(?P<num>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+(?:\.[0-9]+)?) ?(?P<unit>억|천만|백만|만|천)? ?(?P<won>원|won|krw)?")
         .unwrap_or_else(|e| panic!("built-in price regex: {e}"))
 });
 
@@ -486,7 +509,9 @@ mod tests {
     #[test]
     fn messenger_ids_and_links() {
         let f = facts("카톡 아이디: scam_kim 으로 연락");
-        assert_eq!(values(&f, IdentKind::MessengerId), ["kakao:scam_kim"]);
+        assert_eq!(values(&f, IdentKind::MessengerId), ["kakao:scamkim"]);
+        let f = facts("라_인 아이디 s-m-a-r-t-.-g-i-f-t-8 로만");
+        assert_eq!(values(&f, IdentKind::MessengerId), ["line:smartgift8"]);
         let f = facts("텔레 @fastdeal77");
         assert_eq!(values(&f, IdentKind::MessengerId), ["telegram:fastdeal77"]);
         let f = facts("open.kakao.com/o/sAbc123 들어오세요");

@@ -89,10 +89,18 @@ impl View {
         self.map.partition_point(|&(b, _, _)| (b as usize) < byte)
     }
 
+    /// The byte offset of the first character of the view that comes from
+    /// original character `orig` or later (the view's length if none).
+    pub fn byte_at_original(&self, orig: u32) -> usize {
+        let i = self.map.partition_point(|&(_, s, _)| s < orig);
+        self.map.get(i).map_or(self.text.len(), |m| m.0 as usize)
+    }
+
+    #[inline]
     fn push(&mut self, it: Item) {
-        // Text lengths are bounded by the decoder's limits, far below u32::MAX.
-        let b = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
-        self.map.push((b, it.s, it.e));
+        // Text lengths are bounded by the decoder's limits (a few hundred
+        // KiB), far below u32::MAX, so the cast cannot truncate.
+        self.map.push((self.text.len() as u32, it.s, it.e));
         self.text.push(it.c);
     }
 }
@@ -107,12 +115,37 @@ pub struct Normalized {
 /// Normalizes a text; see the module documentation for what that means.
 pub fn normalize(original: &str) -> Normalized {
     let mut items = Vec::with_capacity(original.len());
+    // Most listings have no jamo and no digit words: skip those stages then.
+    let (mut jamo_seen, mut digit_words_seen) = (false, 0usize);
     for (i, c) in original.chars().enumerate() {
-        let i = u32::try_from(i).unwrap_or(u32::MAX - 1);
-        fold_char(c, &mut |c| items.push(Item { c, s: i, e: i + 1 }));
+        let i = i as u32;
+        // Fast path: ASCII letters, digits and precomposed syllables fold to
+        // themselves (lower-cased).
+        if c.is_ascii_alphanumeric() || c == ' ' {
+            items.push(Item {
+                c: c.to_ascii_lowercase(),
+                s: i,
+                e: i + 1,
+            });
+            continue;
+        }
+        if is_syllable(c) {
+            digit_words_seen += usize::from(digit_word(c).is_some());
+            items.push(Item { c, s: i, e: i + 1 });
+            continue;
+        }
+        fold_char(c, &mut |c| {
+            jamo_seen |= is_jamo(c);
+            digit_words_seen += usize::from(digit_word(c).is_some());
+            items.push(Item { c, s: i, e: i + 1 })
+        });
     }
-    let items = compose_jamo(&items);
-    let items = digit_words(items);
+    if jamo_seen {
+        items = compose_jamo(&items);
+    }
+    if digit_words_seen >= 2 {
+        items = digit_words(items);
+    }
     build_views(&items)
 }
 
@@ -191,15 +224,15 @@ fn fold_char(c: char, out: &mut impl FnMut(char)) {
         }
         return;
     }
-    if ('\u{AC00}'..='\u{D7A3}').contains(&c) || is_jamo(c) {
-        out(c);
-        return;
-    }
     if is_invisible(c) || c.is_control() {
         return;
     }
     if let Some(s) = special(c) {
         s.chars().for_each(&mut *out);
+        return;
+    }
+    if is_jamo(c) {
+        out(c);
         return;
     }
     if c.is_whitespace() {
@@ -442,7 +475,7 @@ fn digit_word(c: char) -> Option<char> {
 
 /// A separator that may sit between the digits of an obfuscated number.
 fn is_number_separator(c: char) -> bool {
-    !c.is_alphanumeric() && !is_jamo(c)
+    !is_letter_or_digit(c) && !is_jamo(c)
 }
 
 fn digit_words(mut items: Vec<Item>) -> Vec<Item> {
@@ -526,6 +559,15 @@ fn leet_letter(c: char) -> Option<char> {
     })
 }
 
+/// `char::is_alphanumeric` with the two common cases first.
+fn is_letter_or_digit(c: char) -> bool {
+    c.is_ascii_alphanumeric() || is_syllable(c) || (!c.is_ascii() && c.is_alphanumeric())
+}
+
+fn is_syllable(c: char) -> bool {
+    ('\u{AC00}'..='\u{D7A3}').contains(&c)
+}
+
 fn build_views(items: &[Item]) -> Normalized {
     let mut folded = View {
         text: String::with_capacity(items.len() * 3),
@@ -545,6 +587,12 @@ fn build_views(items: &[Item]) -> Normalized {
     };
     let mut last_space = true;
     for (k, it) in items.iter().enumerate() {
+        if is_syllable(it.c) || it.c.is_ascii_lowercase() {
+            last_space = false;
+            folded.push(*it);
+            compact.push(*it);
+            continue;
+        }
         if it.c == ' ' {
             if !last_space {
                 folded.push(*it);
@@ -570,7 +618,7 @@ fn build_views(items: &[Item]) -> Normalized {
                 continue;
             }
         }
-        if it.c.is_alphanumeric() || is_jamo(it.c) {
+        if is_letter_or_digit(it.c) || is_jamo(it.c) {
             compact.push(*it);
         }
     }

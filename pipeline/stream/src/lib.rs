@@ -9,6 +9,9 @@
 //!
 //! [`load`] reads rule packs, lists, policy and models from disk for both.
 
+pub mod backtest;
+pub mod input;
 pub mod load;
 pub mod process;
+pub mod reload;
 pub mod replay;

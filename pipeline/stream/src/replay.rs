@@ -5,14 +5,14 @@
 //! each invalid line goes to the dead-letter file with its line number, its
 //! raw bytes and the reason, and the replay goes on.
 
+use crate::input::JsonlReader;
 use crate::process::Processor;
 use haechi_engine::eval::{ActionCounts, EvalReport, Evaluation};
 use haechi_engine::{decode_listing, DeadLetter, Limits, SourcePos};
 use haechi_store::StoreError;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -84,9 +84,7 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
         path: cfg.input.clone(),
         source,
     };
-    let file = File::open(&cfg.input).map_err(input_err)?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut input = JsonlReader::open(&cfg.input, cfg.progress, "replay").map_err(input_err)?;
     let create = |path: &Path| {
         File::create(path)
             .map(|f| BufWriter::with_capacity(1 << 20, f))
@@ -102,21 +100,8 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
         move |source| ReplayError::Output { path, source }
     };
 
-    let bar = if cfg.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr_with_hz(10))
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} replay [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-
     let file_name = cfg.input.display().to_string();
     let start = Instant::now();
-    let mut line = Vec::with_capacity(4096);
     let mut eval = Evaluation::default();
     let mut s = ReplaySummary {
         input: cfg.input.clone(),
@@ -133,22 +118,12 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
         model_version: proc.engine.versions().model.clone(),
         evaluation: None,
     };
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(input_err)?;
-        if n == 0 {
-            break;
-        }
-        s.lines += 1;
-        bar.inc(n as u64);
-        let raw = trim_newline(&line);
+    while let Some((line_no, raw)) = input.next_line().map_err(input_err)? {
+        s.lines = line_no;
         match decode_listing(raw, &cfg.limits) {
             Ok(listing) => {
                 let p = proc.process(&listing)?;
-                serde_json::to_writer(&mut out, &p.verdict)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| out.write_all(b"\n"))
-                    .map_err(out_err(&cfg.out))?;
+                write_line(&mut out, &p.verdict).map_err(out_err(&cfg.out))?;
                 s.verdicts += 1;
                 s.already_processed += u64::from(p.duplicate);
                 s.actions.add(p.verdict.action);
@@ -160,26 +135,19 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
                 let dl = DeadLetter::new(
                     SourcePos::File {
                         file: file_name.clone(),
-                        line: s.lines,
+                        line: line_no,
                     },
                     &e,
                     raw,
                 );
-                serde_json::to_writer(&mut dlq, &dl)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| dlq.write_all(b"\n"))
-                    .map_err(out_err(&cfg.dead_letter))?;
+                write_line(&mut dlq, &dl).map_err(out_err(&cfg.dead_letter))?;
                 s.dead_letters += 1;
             }
-        }
-        if s.lines % 4096 == 0 {
-            bar.set_message(format!("{} events", s.lines));
         }
     }
     out.flush().map_err(out_err(&cfg.out))?;
     dlq.flush().map_err(out_err(&cfg.dead_letter))?;
     proc.store.flush()?;
-    bar.finish_and_clear();
     let elapsed = start.elapsed().max(Duration::from_micros(1));
     s.seconds = elapsed.as_secs_f64();
     s.events_per_second = s.lines as f64 / s.seconds;
@@ -189,10 +157,10 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
     Ok(s)
 }
 
-/// The line without its `\n` or `\r\n`.
-fn trim_newline(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+/// One JSON value and a newline.
+pub fn write_line<W: Write, T: Serialize>(w: &mut W, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, value).map_err(std::io::Error::from)?;
+    w.write_all(b"\n")
 }
 
 impl std::fmt::Display for ReplaySummary {

@@ -54,7 +54,9 @@ fn canonical(kind: Option<IdentKind>, entry: &str) -> Result<String, String> {
         Some(IdentKind::BankAccount) if (10..=14).contains(&digits.len()) => Ok(digits),
         Some(IdentKind::BankAccount) => Err(format!("{entry:?} is not a 10-14 digit account")),
         Some(IdentKind::MessengerId) => match entry.split_once(':') {
-            Some((s, id)) if !s.is_empty() && !id.is_empty() => Ok(entry.to_lowercase()),
+            Some((s, id)) if !s.is_empty() && !crate::extract::canonical_id(id).is_empty() => Ok(
+                format!("{}:{}", s.to_lowercase(), crate::extract::canonical_id(id)),
+            ),
             _ => Err(format!("{entry:?} is not `service:id`")),
         },
         Some(IdentKind::Domain) | None => {

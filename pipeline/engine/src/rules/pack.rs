@@ -314,6 +314,7 @@ pub(super) fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
     let keyword_count = b.keywords.iter().filter(|k| k.2 == Role::Match).count();
     let automaton = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .build(b.keywords.iter().map(|k| k.0.as_str()))
         .map_err(|e| {
             RuleErrors(vec![RuleError {
@@ -466,7 +467,8 @@ fn add_rule(b: &mut Builder, ctx: &mut Ctx, pack: &str, def: RuleDef) {
         (&def.exception_regex, Role::Exception),
     ] {
         for r in list {
-            match Regex::new(r.get_ref()) {
+            let pattern = ascii_boundaries(r.get_ref());
+            match Regex::new(&pattern) {
                 Ok(re) if re.is_match("") => {
                     ctx.err(
                         r.span().start,
@@ -478,7 +480,7 @@ fn add_rule(b: &mut Builder, ctx: &mut Ctx, pack: &str, def: RuleDef) {
                     );
                     ok = false;
                 }
-                Ok(_) => regexes.push((r.get_ref().clone(), index, role)),
+                Ok(_) => regexes.push((pattern, index, role)),
                 Err(e) => {
                     ctx.err(
                         r.span().start,
@@ -506,6 +508,32 @@ fn add_rule(b: &mut Builder, ctx: &mut Ctx, pack: &str, def: RuleDef) {
     b.keywords.extend(keywords);
     b.regexes.extend(regexes);
     b.rules.push(rule);
+}
+
+/// Rewrites `\b` and `\B` into ASCII word boundaries. Unicode word
+/// boundaries force the regex engine off its DFAs onto the PikeVM for any
+/// non-ASCII text (all of Korean), tens of times slower; Korean has no
+/// spaces-inside-words semantics worth that price, and an ASCII boundary
+/// still separates Latin words from each other and from Hangul.
+pub(crate) fn ascii_boundaries(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn parse_atom(s: &str, index: &HashMap<String, usize>) -> Result<Atom, String> {

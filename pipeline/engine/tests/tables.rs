@@ -1,0 +1,184 @@
+//! Data-driven tests: the cases live in `testdata/*.toml`, one table per
+//! concern (normalization families, rule exceptions, extractors), so adding a
+//! case is adding four lines of data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use haechi_engine::extract::{extract, IdentKind};
+use haechi_engine::normalize::normalize;
+use haechi_engine::rules::Source;
+use haechi_engine::{Engine, RuleSources};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
+}
+
+fn table<T: for<'de> Deserialize<'de>>(name: &str) -> Vec<T> {
+    #[derive(Deserialize)]
+    struct File<T> {
+        case: Vec<T>,
+    }
+    let text = std::fs::read_to_string(root().join("testdata").join(name)).unwrap();
+    toml::from_str::<File<T>>(&text).unwrap().case
+}
+
+#[derive(Deserialize)]
+struct NormCase {
+    family: String,
+    input: String,
+    compact: Option<String>,
+    folded: Option<String>,
+}
+
+#[test]
+fn normalization_families() {
+    let cases: Vec<NormCase> = table("normalize.toml");
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let n = normalize(&c.input);
+        if let Some(want) = &c.compact {
+            if n.compact.as_str() != want {
+                failures.push(format!(
+                    "{}: compact {:?} != {want:?}",
+                    c.family,
+                    n.compact.as_str()
+                ));
+            }
+        }
+        if let Some(want) = &c.folded {
+            if n.folded.as_str() != want {
+                failures.push(format!(
+                    "{}: folded {:?} != {want:?}",
+                    c.family,
+                    n.folded.as_str()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn real_engine() -> Engine {
+    let rules = root().join("../../rules");
+    let mut sources = RuleSources::default();
+    for dir in ["ko", "en"] {
+        for e in std::fs::read_dir(rules.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            sources.packs.push(Source {
+                path: p.display().to_string(),
+                text: std::fs::read_to_string(&p).unwrap(),
+            });
+        }
+    }
+    for e in std::fs::read_dir(rules.join("lists")).unwrap() {
+        let p = e.unwrap().path();
+        sources.lists.push(Source {
+            path: p.display().to_string(),
+            text: std::fs::read_to_string(&p).unwrap(),
+        });
+    }
+    Engine::from_sources(&sources).unwrap()
+}
+
+#[derive(Deserialize)]
+struct RuleCase {
+    text: String,
+    #[serde(default)]
+    fires: Vec<String>,
+    #[serde(default)]
+    silent: Vec<String>,
+}
+
+#[test]
+fn rules_fire_and_exceptions_hold() {
+    let engine = real_engine();
+    let cases: Vec<RuleCase> = table("rules.toml");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let listing = haechi_engine::decode_listing(
+            serde_json::json!({
+                "event_id": "t", "listing_id": "t", "seller_id": "t", "title": "", "body": c.text,
+                "price": 10000, "created_at": "2026-11-01T00:00:00Z"
+            })
+            .to_string()
+            .as_bytes(),
+            &Default::default(),
+        )
+        .unwrap();
+        let a = engine.analyze(&listing);
+        let fired: Vec<&str> = a
+            .hits
+            .iter()
+            .filter_map(|h| engine.rules().rule(h.rule))
+            .map(|r| r.id.as_str())
+            .collect();
+        for id in &c.fires {
+            assert!(
+                engine
+                    .rules()
+                    .rules()
+                    .iter()
+                    .chain(engine.rules().composites().iter().map(|c| &c.rule))
+                    .any(|r| &r.id == id),
+                "unknown rule {id}"
+            );
+            if !fired.contains(&id.as_str()) {
+                failures.push(format!("{:?}: {id} should fire (fired: {fired:?})", c.text));
+            }
+        }
+        for id in &c.silent {
+            if fired.contains(&id.as_str()) {
+                failures.push(format!("{:?}: {id} should stay silent", c.text));
+            }
+        }
+        // Every span lands inside the original text and shows what matched.
+        for h in &a.hits {
+            for s in &h.spans {
+                assert!(s.start < s.end && s.end as usize <= c.text.chars().count());
+                assert!(!s.text.is_empty());
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[derive(Deserialize)]
+struct ExtractCase {
+    text: String,
+    phone: Option<Vec<String>>,
+    messenger_id: Option<Vec<String>>,
+    domain: Option<Vec<String>>,
+    bank_account: Option<Vec<String>>,
+}
+
+#[test]
+fn extractors_canonicalize() {
+    let cases: Vec<ExtractCase> = table("extract.toml");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let f = extract(&normalize(""), &normalize(&c.text));
+        for (kind, want) in [
+            (IdentKind::Phone, &c.phone),
+            (IdentKind::MessengerId, &c.messenger_id),
+            (IdentKind::Domain, &c.domain),
+            (IdentKind::BankAccount, &c.bank_account),
+        ] {
+            let Some(want) = want else { continue };
+            let mut got: Vec<String> = f.of(kind).map(|i| i.value.clone()).collect();
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            if got != want {
+                failures.push(format!(
+                    "{:?}: {} {got:?} != {want:?}",
+                    c.text,
+                    kind.as_str()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
