@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench
 
 all: build
 
@@ -42,6 +42,12 @@ fixtures:
 fixtures-day: fixtures/day.jsonl
 fixtures/day.jsonl:
 	$(CARGO) run --release --quiet -p haechi-fixtures -- day --events 400000 --out $@
+
+## fuzz: a minute of each fuzz target (cargo install cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run normalize_match -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean
