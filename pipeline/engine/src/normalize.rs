@@ -457,20 +457,38 @@ fn compose_jamo(items: &[Item]) -> Vec<Item> {
 // ---------------------------------------------------------------------------
 // Stage 3: Korean digit words (공일공 -> 010).
 
+/// Digit value (ASCII) of each Hangul syllable, 0 for none: a table lookup
+/// instead of a twelve-way `match` on every syllable of every listing.
+static DIGIT_SYLLABLES: [u8; 11_172] = {
+    let mut t = [0u8; 11_172];
+    let pairs: [(char, u8); 12] = [
+        ('공', b'0'),
+        ('영', b'0'),
+        ('일', b'1'),
+        ('이', b'2'),
+        ('삼', b'3'),
+        ('사', b'4'),
+        ('오', b'5'),
+        ('육', b'6'),
+        ('륙', b'6'),
+        ('칠', b'7'),
+        ('팔', b'8'),
+        ('구', b'9'),
+    ];
+    let mut i = 0;
+    while i < pairs.len() {
+        t[pairs[i].0 as usize - 0xAC00] = pairs[i].1;
+        i += 1;
+    }
+    t
+};
+
 fn digit_word(c: char) -> Option<char> {
-    Some(match c {
-        '공' | '영' => '0',
-        '일' => '1',
-        '이' => '2',
-        '삼' => '3',
-        '사' => '4',
-        '오' => '5',
-        '육' | '륙' => '6',
-        '칠' => '7',
-        '팔' => '8',
-        '구' => '9',
-        _ => return None,
-    })
+    let i = (c as u32).wrapping_sub(0xAC00) as usize;
+    match DIGIT_SYLLABLES.get(i) {
+        Some(&d) if d != 0 => Some(d as char),
+        _ => None,
+    }
 }
 
 /// A separator that may sit between the digits of an obfuscated number.
