@@ -7,6 +7,7 @@
 mod args;
 mod replay;
 mod rules;
+mod train;
 
 use clap::Parser;
 
@@ -16,6 +17,8 @@ fn main() {
     let result = match cli.command {
         args::Command::Replay(a) => replay::run(a),
         args::Command::Rules(a) => rules::run(a),
+        args::Command::Train(a) => train::run(a),
+        args::Command::Eval(a) => train::eval(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

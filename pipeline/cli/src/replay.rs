@@ -4,13 +4,18 @@ use crate::args::ReplayArgs;
 use anyhow::Context;
 use haechi_engine::Limits;
 use haechi_store::Store;
-use haechi_stream::load::load_engine;
+use haechi_stream::load::load_full;
 use haechi_stream::process::Processor;
 use haechi_stream::replay::{replay, ReplayConfig};
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
-    let engine = load_engine(&a.engine.rules, a.engine.policy.as_deref())
-        .with_context(|| format!("loading rules from {}", a.engine.rules.display()))?;
+    let engine = load_full(
+        &a.engine.rules,
+        a.engine.policy.as_deref(),
+        a.engine.model.as_deref(),
+        a.engine.no_model,
+    )
+    .with_context(|| format!("loading the engine from {}", a.engine.rules.display()))?;
     // The embedded store lives in a fresh temporary directory unless asked.
     let tmp;
     let data_dir = match &a.data_dir {

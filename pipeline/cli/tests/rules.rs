@@ -134,7 +134,9 @@ fn backtest_shows_what_a_rule_change_flips() {
     assert_ne!(b["old_version"], b["new_version"]);
     let unflagged = b["newly_unflagged"].as_u64().unwrap();
     assert!(unflagged >= 1, "{b}");
-    assert_eq!(b["newly_flagged"], 0);
+    // Fewer flags can still flag something new: listings let through now
+    // feed the usual prices that too-cheap detection compares against.
+    assert!(b["newly_flagged"].as_u64().unwrap() < unflagged, "{b}");
     let ex = &b["newly_unflagged_examples"][0];
     assert!(
         ex["label"]

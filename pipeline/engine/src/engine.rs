@@ -3,11 +3,14 @@
 
 use crate::contract::{Action, EventKind, Listing, Reason, ReasonSource, Verdict, Versions};
 use crate::extract::{extract, Facts};
+use crate::features::{dense_features, dense_name, text_features, Features};
 use crate::history::{self, SellerSnapshot};
+use crate::model::{sigmoid, Model};
 use crate::normalize::{normalize, Normalized};
 use crate::policy::Policy;
 use crate::rules::{fill_span_text, ListHit, Lists, RuleErrors, RuleHit, RuleSet, Source};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Everything that depends on the listing alone: safe to compute on any
 /// thread, in any order, before the seller's history is read.
@@ -17,10 +20,14 @@ pub struct Analysis {
     pub hits: Vec<RuleHit>,
     pub facts: Facts,
     pub list_hits: Vec<ListHit>,
-    /// SimHash of the compact title + body (near-duplicate detection).
-    pub fingerprint: u64,
+    /// MinHash band keys of the compact title + body (near-duplicate text
+    /// across sellers; see [`history::minhash_bands`]).
+    pub bands: Vec<u64>,
     /// The product, for its usual price (see [`history::product_key`]).
     pub product_key: String,
+    /// The classifier's text features (empty when no model is loaded and
+    /// features were not asked for).
+    pub text_features: Features,
 }
 
 /// What the rule stage saw and found.
@@ -76,6 +83,9 @@ pub struct Engine {
     lists: Lists,
     policy: Policy,
     versions: Versions,
+    model: Option<Arc<Model>>,
+    /// Compute model features even without a model (training).
+    features: bool,
 }
 
 impl Engine {
@@ -98,9 +108,31 @@ impl Engine {
                     rules: sources.version(),
                     model: "none".into(),
                 },
+                model: None,
+                features: false,
             }),
             _ => Err(RuleErrors(errors)),
         }
+    }
+
+    /// The same engine with this classifier (or none).
+    pub fn with_model(mut self, model: Option<Arc<Model>>) -> Engine {
+        self.versions.model = model
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |m| m.version.clone());
+        self.model = model;
+        self
+    }
+
+    /// The same engine computing model features even without a model: what
+    /// training runs, so that training and serving share one code path.
+    pub fn with_features(mut self) -> Engine {
+        self.features = true;
+        self
+    }
+
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        self.model.as_ref()
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -152,6 +184,11 @@ impl Engine {
         for h in &mut hits {
             fill_span_text(&mut h.spans, &listing.title, &listing.body);
         }
+        let text_features = if self.model.is_some() || self.features {
+            text_features(&title, &body, &hits, &facts, &self.rules, &mut ())
+        } else {
+            Features::default()
+        };
         let mut both =
             String::with_capacity(title.compact.as_str().len() + body.compact.as_str().len());
         both.push_str(title.compact.as_str());
@@ -160,9 +197,79 @@ impl Engine {
             hits,
             facts,
             list_hits,
-            fingerprint: history::simhash(&both),
+            bands: history::minhash_bands(&both),
             product_key: history::product_key(title.folded.as_str(), listing.category.as_deref()),
+            text_features,
         }
+    }
+
+    /// The classifier's input for a listing: its text features (from the
+    /// analysis) and its dense features (from the history snapshot).
+    pub fn model_input(
+        &self,
+        listing: &Listing,
+        a: &Analysis,
+        snap: &SellerSnapshot,
+    ) -> (Features, Features) {
+        (
+            a.text_features.clone(),
+            dense_features(listing, &a.facts, snap),
+        )
+    }
+
+    /// The model's reason: its probability as log-odds, capped by the policy.
+    fn model_reason(
+        &self,
+        listing: &Listing,
+        a: &Analysis,
+        snap: &SellerSnapshot,
+    ) -> Option<(Reason, Features)> {
+        let model = self.model.as_ref()?;
+        let dense = dense_features(listing, &a.facts, snap);
+        let logit = model.logit(&a.text_features, &dense);
+        let p = sigmoid(logit);
+        let m = &self.policy.model;
+        // The model's evidence: its log-odds above its own base rate.
+        let weight =
+            (m.weight * (logit - crate::model::logit(model.base_rate))).clamp(m.floor, m.cap);
+        Some((
+            Reason {
+                source: ReasonSource::Model,
+                id: format!("model.{}", model.name),
+                detail: format!("fraud probability {p:.3}"),
+                weight,
+                spans: Vec::new(),
+            },
+            dense,
+        ))
+    }
+
+    /// Names the features that pushed the model most, for a moderator.
+    fn explain_model(&self, listing: &Listing, a: &Analysis, dense: &Features) -> String {
+        let Some(model) = &self.model else {
+            return String::new();
+        };
+        let top = model.top_contributions(&[&a.text_features, dense], 5);
+        let mut names: Vec<(u32, String)> = Vec::new();
+        if top.iter().any(|(i, _)| dense_name(*i).is_none()) {
+            let RuleStage {
+                title,
+                body,
+                hits,
+                facts,
+                ..
+            } = self.rule_stage(listing);
+            text_features(&title, &body, &hits, &facts, &self.rules, &mut names);
+        }
+        top.iter()
+            .map(|(i, c)| {
+                let name = dense_name(*i)
+                    .map(str::to_owned)
+                    .or_else(|| names.iter().find(|(b, _)| b == i).map(|(_, n)| n.clone()));
+                format!("{} {c:+.2}", name.unwrap_or_else(|| format!("#{i}")))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Combines an analysis with the seller's history snapshot.
@@ -195,6 +302,11 @@ impl Engine {
             snap,
             &self.policy.history,
         ));
+        let model = self.model_reason(listing, a, snap);
+        let model_at = model.as_ref().map(|_| reasons.len());
+        if let Some((r, _)) = &model {
+            reasons.push(r.clone());
+        }
 
         let logit = self.policy.score.prior + reasons.iter().map(|r| r.weight).sum::<f64>();
         let score = self.policy.score(logit);
@@ -214,6 +326,15 @@ impl Engine {
                 weight: 0.0,
                 spans: Vec::new(),
             });
+        }
+        // Explaining the model costs a second pass over the text: only for
+        // listings a moderator will see.
+        if let (Some(i), Some((_, dense)), true) = (model_at, &model, action.is_flag()) {
+            let top = self.explain_model(listing, a, dense);
+            if !top.is_empty() {
+                reasons[i].detail.push_str("; top features: ");
+                reasons[i].detail.push_str(&top);
+            }
         }
         for r in &mut reasons {
             r.weight = round(r.weight, 1e3);

@@ -203,27 +203,54 @@ pub fn signals(
     out
 }
 
-/// A 64-bit SimHash of the text's character trigrams: near-identical texts
-/// (a few characters changed) land a few bits apart.
-pub fn simhash(compact: &str) -> u64 {
+/// MinHash rows per band and bands per text: 6 bands of 2 rows. Two texts
+/// with Jaccard similarity J (over character trigrams) share a given band
+/// with probability J², so near-identical reposts (J ≥ 0.7) share two or more
+/// of the six bands almost always, and unrelated listings rarely share one.
+pub const BANDS: usize = 6;
+const ROWS: usize = 2;
+
+/// Locality-sensitive keys of a text for near-duplicate detection: the store
+/// indexes sellers by these, and counts other sellers sharing >= 2 of them.
+/// Empty for texts too short to say anything.
+pub fn minhash_bands(compact: &str) -> Vec<u64> {
     let chars: Vec<char> = compact.chars().collect();
-    if chars.len() < 3 {
-        return 0;
+    if chars.len() < 8 {
+        return Vec::new();
     }
-    let mut acc = [0i32; 64];
+    let mut mins = [u64::MAX; BANDS * ROWS];
     for w in chars.windows(3) {
         let h = fxhash64_u64(
             u64::from(w[0] as u32) | u64::from(w[1] as u32) << 21 | u64::from(w[2] as u32) << 42,
         );
-        // Branch-free so the compiler can vectorize: +1 for a set bit, -1 else.
-        for (bit, a) in acc.iter_mut().enumerate() {
-            *a += ((h >> bit) & 1) as i32 * 2 - 1;
+        for (k, m) in mins.iter_mut().enumerate() {
+            let v = fxhash64_u64(h ^ SEEDS[k]);
+            if v < *m {
+                *m = v;
+            }
         }
     }
-    acc.iter()
-        .enumerate()
-        .fold(0u64, |h, (bit, &a)| if a > 0 { h | 1 << bit } else { h })
+    (0..BANDS)
+        .map(|b| {
+            fxhash64_u64(mins[b * ROWS] ^ mins[b * ROWS + 1].rotate_left(29) ^ (b as u64) << 58)
+        })
+        .collect()
 }
+
+const SEEDS: [u64; BANDS * ROWS] = [
+    0x9E37_79B9_7F4A_7C15,
+    0xC2B2_AE3D_27D4_EB4F,
+    0x1656_67B1_9E37_79F9,
+    0x85EB_CA77_C2B2_AE63,
+    0x27D4_EB2F_1656_67C5,
+    0xFF51_AFD7_ED55_8CCD,
+    0xC4CE_B9FE_1A85_EC53,
+    0x2127_599B_F432_5C37,
+    0x880F_7A41_5A8A_DB1D,
+    0x5851_F42D_4C95_7F2D,
+    0x1405_7B7E_F767_814F,
+    0xD6E8_FEB8_6659_FD93,
+];
 
 /// [`fxhash64`]'s finalizer applied to one integer (three chars packed).
 pub fn fxhash64_u64(x: u64) -> u64 {
@@ -339,14 +366,17 @@ mod tests {
     }
 
     #[test]
-    fn simhash_near_duplicates_are_close() {
-        let a =
-            simhash("급처합니다아이폰14프로맥스256기가카톡abc123으로연락주세요선입금시바로발송");
-        let b =
-            simhash("급처합니다아이폰14프로맥스256기가카톡abc124으로연락주세요선입금시바로발송");
-        let c = simhash("캠핑의자두개팝니다직거래만원하고상태좋아요사용감조금있어요");
-        assert!((a ^ b).count_ones() <= 12, "{}", (a ^ b).count_ones());
-        assert!((a ^ c).count_ones() > 16, "{}", (a ^ c).count_ones());
+    fn near_duplicates_share_bands_and_strangers_do_not() {
+        let shared = |x: &[u64], y: &[u64]| x.iter().zip(y).filter(|(a, b)| a == b).count();
+        let a = minhash_bands("급처합니다아이폰14프로맥스256기가카톡abc123으로연락주세요선입금시바로발송합니다상태최상");
+        let b = minhash_bands("급처합니다아이폰14프로맥스256기가카톡abc124으로연락주세요선입금시바로발송합니다상태최상😊");
+        let c = minhash_bands(
+            "캠핑의자두개팝니다직거래만원하고상태좋아요사용감조금있어요주말에거래가능합니다",
+        );
+        assert_eq!(a.len(), BANDS);
+        assert!(shared(&a, &b) >= 2, "{}", shared(&a, &b));
+        assert_eq!(shared(&a, &c), 0);
+        assert!(minhash_bands("짧음").is_empty());
     }
 
     #[test]

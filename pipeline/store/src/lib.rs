@@ -1,23 +1,42 @@
 //! # haechi-store
 //!
 //! Everything haechi remembers, in one sled database: per-seller history,
-//! per-listing state (for edits) and the idempotency record of every processed
-//! event.
+//! per-listing state (for edits), the cross-seller indexes (identifiers,
+//! near-duplicate text), usual prices per product, the idempotency record of
+//! every processed event, and the human-review queue ([`review`]).
 //!
-//! One sled tree, with a one-byte prefix per keyspace, so that everything one
-//! event changes — its idempotency record, its seller, its listing — is written in ONE atomic `apply_batch`: after a crash either
-//! all of an event's effects are there or none are, and reprocessing it (a
-//! replay, a Kafka redelivery) finds its record and changes nothing. That is
-//! the whole idempotency story: [`Store::seen`] before, [`Store::record`] after.
+//! ## Atomicity and idempotency
 //!
-//! The engine stays pure: [`Store::snapshot`] reads what the engine needs
-//! before the decision, [`Store::record`] writes what the decision changed.
-//! Only this crate knows sled.
+//! All keyspaces live in one sled tree, a one-byte prefix each. Writes go to
+//! an in-memory overlay ([`overlay`]); [`Store::flush`] applies everything
+//! pending in ONE atomic `apply_batch` and syncs it to disk. An event's
+//! effects enter the overlay together (under one lock), so every flush holds
+//! whole events: after a crash, an event is either wholly in the store or
+//! not at all. Reprocessing it (a replay, a Kafka redelivery) finds its
+//! idempotency record ([`Store::seen`]), re-emits the original verdict and
+//! changes nothing. The Kafka loop commits an offset only after the flush
+//! that made its events durable.
+//!
+//! The engine stays pure: [`Store::snapshot`] reads what it needs before the
+//! decision, [`Store::record`] writes what the decision changed.
+//!
+//! ## Boundedness
+//!
+//! Windows are lists of recent times trimmed on every write; index entries
+//! keep a bounded number of sellers; [`Store::compact`] drops idempotency
+//! records, index entries and price samples older than the retention.
+
+pub mod overlay;
+pub mod records;
+pub mod review;
 
 use chrono::{DateTime, TimeZone, Utc};
-use haechi_engine::history::{PreviousVersion, SellerSnapshot};
+use haechi_engine::extract::IdentKind;
+use haechi_engine::history::{PreviousVersion, SellerSnapshot, SharedIdent};
 use haechi_engine::{Action, Analysis, EventKind, Listing, Verdict};
-use serde::{Deserialize, Serialize};
+use overlay::Overlay;
+use records::*;
+use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
 /// What can go wrong in the store.
@@ -29,15 +48,25 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store: corrupt record under key {key:?}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("{0}")]
+    Review(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Keyspace prefixes. One byte each, followed by the key proper.
-mod keys {
+pub(crate) mod keys {
     pub const SELLER: u8 = b's';
     pub const LISTING: u8 = b'l';
     pub const EVENT: u8 = b'e';
+    /// Event time index for retention: t + be64(ms) + event_id.
+    pub const EVENT_TIME: u8 = b't';
+    pub const IDENT: u8 = b'i';
+    pub const BAND: u8 = b'b';
+    pub const PRICE: u8 = b'p';
+    pub const META: u8 = b'm';
+    pub const CASE: u8 = b'c';
+    pub const QUEUE: u8 = b'q';
 
     pub fn key(prefix: u8, id: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(id.len() + 1);
@@ -45,87 +74,102 @@ mod keys {
         k.extend_from_slice(id.as_bytes());
         k
     }
+
+    pub fn key_bytes(prefix: u8, id: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(id.len() + 1);
+        k.push(prefix);
+        k.extend_from_slice(id);
+        k
+    }
 }
 
-/// The longest list of recent listing times kept per seller: enough to count
-/// any window up to 7 days exactly unless a seller posts more than this in a
-/// week, when the counts saturate (they are burst signals, not bookkeeping).
-const RECENT_CAP: usize = 256;
-const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// Per-seller history.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SellerRecord {
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub joined_at: Option<i64>,
-    /// Times (ms) of listings in the last 7 days, oldest first.
-    pub recent: Vec<i64>,
-    pub total: u32,
-    pub categories: Vec<String>,
-    pub reviewed: u32,
-    pub blocked: u32,
-    pub confirmed_fraud: u32,
-    pub cleared: u32,
+/// Tunables of the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryConfig {
+    /// Idempotency records, identifier links and price samples older than
+    /// this (by event time) are dropped by [`Store::compact`].
+    pub retention_days: i64,
+    /// Near-duplicate text counts only within this window.
+    pub duplicate_window_days: i64,
+    /// Identifier links count only within this window.
+    pub ident_window_days: i64,
 }
 
-/// Per-listing state: what the previous version carried.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ListingRecord {
-    pub seller_id: String,
-    pub had_contact: bool,
-    pub action: Action,
-    pub deleted: bool,
-    pub last_event: String,
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retention_days: 30,
+            duplicate_window_days: 14,
+            ident_window_days: 30,
+        }
+    }
 }
 
-/// What a processed event left behind: its verdict, to answer a redelivery
-/// with the very same bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct EventRecord {
-    at: i64,
-    verdict_json: String,
-}
+const DAY_MS: i64 = 86_400_000;
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(ms: i64) -> Option<DateTime<Utc>> {
+pub(crate) fn time(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain structs; an empty value would
+    // surface as Corrupt on read rather than be silently wrong.
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+fn ident_key(kind: IdentKind, value: &str) -> Vec<u8> {
+    keys::key(keys::IDENT, &format!("{}:{value}", kind.as_str()))
+}
+
+fn band_key(band: u64) -> Vec<u8> {
+    keys::key_bytes(keys::BAND, &band.to_be_bytes())
+}
+
 /// The store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Store {
     db: sled::Db,
+    overlay: Overlay,
+    config: HistoryConfig,
 }
 
 impl Store {
     /// Opens (or creates) the store in a directory. sled allows one process
     /// per database; a second one gets a clear error.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(64 << 20)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Store { db })
+        Store::open_with(path, HistoryConfig::default())
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get(key)? {
-            None => Ok(None),
-            Some(v) => postcard::from_bytes(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    message: e.to_string(),
-                }),
-        }
+    pub fn open_with(path: &Path, config: HistoryConfig) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(128 << 20)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: format!(
+                    "{} (is another haechi process using it? sled allows one process per store)",
+                    path.display()
+                ),
+                source,
+            })?;
+        Ok(Store {
+            overlay: Overlay::new(db.clone()),
+            db,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        decode(key, self.overlay.get(key)?)
     }
 
     /// The verdict already given to this event, if it was processed before.
@@ -151,13 +195,13 @@ impl Store {
     }
 
     /// What the engine needs to know before deciding on `listing`.
-    pub fn snapshot(&self, listing: &Listing, _analysis: &Analysis) -> Result<SellerSnapshot> {
+    pub fn snapshot(&self, listing: &Listing, analysis: &Analysis) -> Result<SellerSnapshot> {
+        let now = ms(listing.created_at);
         let mut snap = SellerSnapshot {
             joined_at: listing.seller_joined_at,
             ..SellerSnapshot::default()
         };
         if let Some(s) = self.seller(&listing.seller_id)? {
-            let now = ms(listing.created_at);
             let within = |w: i64| {
                 s.recent
                     .iter()
@@ -168,9 +212,9 @@ impl Store {
             snap.first_seen = time(s.first_seen);
             snap.last_seen = time(s.last_seen);
             snap.joined_at = snap.joined_at.or(s.joined_at.and_then(time));
-            snap.listings_1h = within(3600 * 1000);
-            snap.listings_24h = within(24 * 3600 * 1000);
-            snap.listings_7d = within(WEEK_MS);
+            snap.listings_1h = within(3_600_000);
+            snap.listings_24h = within(DAY_MS);
+            snap.listings_7d = within(7 * DAY_MS);
             snap.listings_total = s.total;
             snap.distinct_categories = s.categories.len() as u32;
             snap.reviewed = s.reviewed;
@@ -186,26 +230,80 @@ impl Store {
                 });
             }
         }
+        let horizon = now - self.config.ident_window_days * DAY_MS;
+        for ident in &analysis.facts.idents {
+            let Some(rec) = self.get::<IdentRecord>(&ident_key(ident.kind, &ident.value))? else {
+                continue;
+            };
+            let others = rec
+                .sellers
+                .iter()
+                .filter(|(s, t)| s != &listing.seller_id && *t >= horizon)
+                .count() as u32;
+            snap.shared_idents.push(SharedIdent {
+                kind: ident.kind,
+                value: ident.value.clone(),
+                other_sellers: others,
+                fraud_sellers: rec.fraud_sellers.len() as u32,
+            });
+        }
+        snap.duplicate_text_sellers = self.duplicate_sellers(listing, &analysis.bands, now)?;
+        if listing.price > 0 {
+            if let Some(p) =
+                self.get::<PriceRecord>(&keys::key(keys::PRICE, &analysis.product_key))?
+            {
+                snap.usual_price = p.median();
+                snap.price_samples = p.samples.len() as u32;
+            }
+        }
         Ok(snap)
     }
 
-    /// Records a decided event: its idempotency record, its seller's history
-    /// and its listing's state, in one atomic batch. Recording an event a
-    /// second time changes nothing.
+    /// Other sellers who posted text sharing at least two MinHash bands with
+    /// this one within the duplicate window.
+    fn duplicate_sellers(&self, listing: &Listing, bands: &[u64], now: i64) -> Result<u32> {
+        let horizon = now - self.config.duplicate_window_days * DAY_MS;
+        let mut seen: Vec<(&str, u32)> = Vec::new();
+        let mut recs = Vec::with_capacity(bands.len());
+        for &b in bands {
+            if let Some(rec) = self.get::<BandRecord>(&band_key(b))? {
+                recs.push(rec);
+            }
+        }
+        for rec in &recs {
+            for (s, t) in &rec.sellers {
+                if s == &listing.seller_id || *t < horizon {
+                    continue;
+                }
+                match seen.iter_mut().find(|(x, _)| x == s) {
+                    Some((_, n)) => *n += 1,
+                    None => seen.push((s.as_str(), 1)),
+                }
+            }
+        }
+        Ok(seen.iter().filter(|(_, n)| *n >= 2).count() as u32)
+    }
+
+    /// Records a decided event: its idempotency record, its seller's
+    /// history, its listing's state, the cross-seller indexes, the usual
+    /// price, and (for review and block verdicts) its review case — all as
+    /// one unit. Recording an event a second time changes nothing.
     pub fn record(&self, listing: &Listing, analysis: &Analysis, verdict: &Verdict) -> Result<()> {
         let event_key = keys::key(keys::EVENT, &listing.event_id);
-        if self.db.contains_key(&event_key)? {
+        let mut tx = self.overlay.begin();
+        if tx.get(&event_key)?.is_some() {
             return Ok(());
         }
         let now = ms(listing.created_at);
-        let mut batch = sled::Batch::default();
 
+        // The seller.
         let seller_key = keys::key(keys::SELLER, &listing.seller_id);
-        let mut s: SellerRecord = self.get(&seller_key)?.unwrap_or(SellerRecord {
-            first_seen: now,
-            last_seen: now,
-            ..SellerRecord::default()
-        });
+        let mut s: SellerRecord =
+            decode(&seller_key, tx.get(&seller_key)?)?.unwrap_or(SellerRecord {
+                first_seen: now,
+                last_seen: now,
+                ..SellerRecord::default()
+            });
         s.first_seen = s.first_seen.min(now);
         s.last_seen = s.last_seen.max(now);
         if let Some(j) = listing.seller_joined_at {
@@ -213,14 +311,7 @@ impl Store {
         }
         if listing.event == EventKind::Created {
             s.total += 1;
-            let pos = s.recent.partition_point(|&t| t <= now);
-            s.recent.insert(pos, now);
-            let horizon = s.last_seen - WEEK_MS;
-            s.recent.retain(|&t| t > horizon);
-            if s.recent.len() > RECENT_CAP {
-                let excess = s.recent.len() - RECENT_CAP;
-                s.recent.drain(..excess);
-            }
+            s.add_recent(now);
             if let Some(c) = &listing.category {
                 if !s.categories.contains(c) && s.categories.len() < 64 {
                     s.categories.push(c.clone());
@@ -232,49 +323,227 @@ impl Store {
             Action::Review => s.reviewed += 1,
             Action::Block => s.blocked += 1,
         }
-        batch.insert(seller_key, encode(&s));
+        tx.put(seller_key, encode(&s));
 
+        // The listing.
+        let idents: Vec<String> = analysis
+            .facts
+            .idents
+            .iter()
+            .map(|i| format!("{}:{}", i.kind.as_str(), i.value))
+            .collect();
         let listing_rec = ListingRecord {
             seller_id: listing.seller_id.clone(),
-            had_contact: !analysis.facts.idents.is_empty(),
+            had_contact: !idents.is_empty(),
             action: verdict.action,
             deleted: listing.event == EventKind::Deleted,
             last_event: listing.event_id.clone(),
+            idents,
         };
-        batch.insert(
+        tx.put(
             keys::key(keys::LISTING, &listing.listing_id),
             encode(&listing_rec),
         );
 
+        if listing.event != EventKind::Deleted {
+            // Identifier index.
+            for ident in &analysis.facts.idents {
+                let k = ident_key(ident.kind, &ident.value);
+                let mut rec: IdentRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                rec.touch(&listing.seller_id, now);
+                tx.put(k, encode(&rec));
+            }
+            // Near-duplicate text index.
+            for &b in &analysis.bands {
+                let k = band_key(b);
+                let mut rec: BandRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                rec.touch(&listing.seller_id, now);
+                tx.put(k, encode(&rec));
+            }
+            // Usual price: learn only from listings let through, so scams do
+            // not teach the filter that their prices are normal.
+            if listing.price > 0 && verdict.action == Action::Allow {
+                let k = keys::key(keys::PRICE, &analysis.product_key);
+                let mut rec: PriceRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                rec.add(listing.price, now);
+                tx.put(k, encode(&rec));
+            }
+        }
+
+        // The review case.
+        if verdict.action.is_flag() && listing.event != EventKind::Deleted {
+            review::open_case(&mut tx, listing, analysis, verdict, &s)?;
+        }
+
+        // Idempotency, with a time index for retention.
         let verdict_json = serde_json::to_string(verdict).map_err(|e| StoreError::Corrupt {
             key: listing.event_id.clone(),
             message: e.to_string(),
         })?;
-        batch.insert(
+        tx.put(
             event_key,
             encode(&EventRecord {
                 at: now,
                 verdict_json,
             }),
         );
-        self.db.apply_batch(batch)?;
+        let mut tk = keys::key_bytes(keys::EVENT_TIME, &now.to_be_bytes());
+        tk.extend_from_slice(listing.event_id.as_bytes());
+        tx.put(tk, Vec::new());
+        let meta = keys::key(keys::META, "last_event_ms");
+        let last: i64 = decode(&meta, tx.get(&meta)?)?.unwrap_or(i64::MIN);
+        if now > last {
+            tx.put(meta, encode(&now));
+        }
+        tx.commit();
         Ok(())
     }
 
-    /// Makes every write so far durable.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+    /// A moderator confirmed a listing fraudulent (`fraud = true`) or cleared
+    /// it: the seller and (for fraud) every identifier it used are marked,
+    /// so the next listing reaching the buyer through them is caught.
+    pub fn apply_decision(&self, listing_id: &str, seller_id: &str, fraud: bool) -> Result<()> {
+        let mut tx = self.overlay.begin();
+        let seller_key = keys::key(keys::SELLER, seller_id);
+        let mut s: SellerRecord = decode(&seller_key, tx.get(&seller_key)?)?.unwrap_or_default();
+        if fraud {
+            s.confirmed_fraud += 1;
+        } else {
+            s.cleared += 1;
+        }
+        tx.put(seller_key, encode(&s));
+        if fraud {
+            let lk = keys::key(keys::LISTING, listing_id);
+            if let Some(l) = decode::<ListingRecord>(&lk, tx.get(&lk)?)? {
+                for ident in &l.idents {
+                    let k = keys::key(keys::IDENT, ident);
+                    let mut rec: IdentRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                    if !rec.fraud_sellers.iter().any(|x| x == seller_id) {
+                        rec.fraud_sellers.push(seller_id.to_owned());
+                    }
+                    tx.put(k, encode(&rec));
+                }
+            }
+        }
+        tx.commit();
         Ok(())
+    }
+
+    /// The latest event time recorded (drives retention in replays).
+    pub fn last_event_time(&self) -> Result<Option<DateTime<Utc>>> {
+        let k = keys::key(keys::META, "last_event_ms");
+        Ok(self.get::<i64>(&k)?.and_then(time))
+    }
+
+    /// Drops what is older than the retention, relative to the latest event
+    /// time: idempotency records, identifier links, band entries, price
+    /// samples. Returns the number of records removed or rewritten.
+    pub fn compact(&self) -> Result<u64> {
+        self.flush()?;
+        let Some(last) = self.last_event_time()? else {
+            return Ok(0);
+        };
+        let now = ms(last);
+        let cutoff = now - self.config.retention_days * DAY_MS;
+        let mut batch = sled::Batch::default();
+        let mut changed = 0u64;
+        // Idempotency records, oldest first, through the time index.
+        for item in self.db.scan_prefix([keys::EVENT_TIME]) {
+            let (k, _) = item?;
+            let Some(t) = k
+                .get(1..9)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
+            if t >= cutoff {
+                break;
+            }
+            batch.remove(k.clone());
+            batch.remove(keys::key_bytes(keys::EVENT, &k[9..]));
+            changed += 1;
+        }
+        let ident_cut = now - self.config.ident_window_days * DAY_MS;
+        for item in self.db.scan_prefix([keys::IDENT]) {
+            let (k, v) = item?;
+            let mut rec: IdentRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let before = rec.sellers.len();
+            rec.sellers.retain(|(_, t)| *t >= ident_cut);
+            if rec.sellers.is_empty() && rec.fraud_sellers.is_empty() {
+                batch.remove(k);
+                changed += 1;
+            } else if rec.sellers.len() != before {
+                batch.insert(k, encode(&rec));
+                changed += 1;
+            }
+        }
+        let band_cut = now - self.config.duplicate_window_days * DAY_MS;
+        for item in self.db.scan_prefix([keys::BAND]) {
+            let (k, v) = item?;
+            let mut rec: BandRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let before = rec.sellers.len();
+            rec.sellers.retain(|(_, t)| *t >= band_cut);
+            if rec.sellers.is_empty() {
+                batch.remove(k);
+                changed += 1;
+            } else if rec.sellers.len() != before {
+                batch.insert(k, encode(&rec));
+                changed += 1;
+            }
+        }
+        for item in self.db.scan_prefix([keys::PRICE]) {
+            let (k, v) = item?;
+            let mut rec: PriceRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let before = rec.samples.len();
+            rec.samples.retain(|(_, t)| *t >= cutoff);
+            if rec.samples.len() != before {
+                batch.insert(k, encode(&rec));
+                changed += 1;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(changed)
+    }
+
+    /// Makes every write so far durable: one atomic batch, then fsync.
+    pub fn flush(&self) -> Result<()> {
+        self.overlay.flush()
+    }
+
+    /// Writes not yet flushed (a flush is due when this grows).
+    pub fn pending(&self) -> usize {
+        self.overlay.pending()
     }
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Number of records per keyspace (for reports and tests).
+    pub fn counts(&self) -> Result<std::collections::BTreeMap<char, u64>> {
+        self.flush()?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.db.iter() {
+            let (k, _) = item?;
+            if let Some(&p) = k.first() {
+                *out.entry(p as char).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
+    }
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // postcard cannot fail on these plain structs (no maps with non-string
-    // keys, no unsupported types); an empty value would surface as Corrupt on read.
-    postcard::to_allocvec(v).unwrap_or_default()
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<T>> {
+    match bytes {
+        None => Ok(None),
+        Some(v) => postcard::from_bytes(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            }),
+    }
 }

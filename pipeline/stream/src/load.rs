@@ -9,9 +9,11 @@
 //!   lists/*.txt          identifier lists
 //! ```
 
+use haechi_engine::model::Model;
 use haechi_engine::rules::{RuleErrors, Source};
 use haechi_engine::{Engine, RuleSources};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the engine's data could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,11 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(#[from] RuleErrors),
+    #[error("model {path}: {source}")]
+    Model {
+        path: PathBuf,
+        source: haechi_engine::model::ModelError,
+    },
 }
 
 fn read(path: &Path) -> Result<Source, LoadError> {
@@ -85,8 +92,44 @@ pub fn read_rules(dir: &Path, policy: Option<&Path>) -> Result<RuleSources, Load
     })
 }
 
-/// Reads and compiles the engine.
+/// Reads and checks a model directory (its `model.json`).
+pub fn load_model(dir: &Path) -> Result<Arc<Model>, LoadError> {
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Model::from_json(&text)
+        .map(Arc::new)
+        .map_err(|source| LoadError::Model { path, source })
+}
+
+/// Reads and compiles the engine, with the model in `model` if given.
 pub fn load_engine(rules: &Path, policy: Option<&Path>) -> Result<Engine, LoadError> {
     let sources = read_rules(rules, policy)?;
     Ok(Engine::from_sources(&sources)?)
+}
+
+/// The committed default model.
+pub const DEFAULT_MODEL: &str = "models/default";
+
+/// Rules, policy and model as the command line names them: `model` is a
+/// model directory, or `None` for the default one (`models/default`, when it
+/// exists), and `no_model` runs rules and history only.
+pub fn load_full(
+    rules: &Path,
+    policy: Option<&Path>,
+    model: Option<&Path>,
+    no_model: bool,
+) -> Result<Engine, LoadError> {
+    let engine = load_engine(rules, policy)?;
+    let model = match (model, no_model) {
+        (_, true) => None,
+        (Some(dir), false) => Some(load_model(dir)?),
+        (None, false) if Path::new(DEFAULT_MODEL).join("model.json").is_file() => {
+            Some(load_model(Path::new(DEFAULT_MODEL))?)
+        }
+        (None, false) => None,
+    };
+    Ok(engine.with_model(model))
 }

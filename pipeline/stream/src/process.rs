@@ -3,6 +3,9 @@
 use haechi_engine::{Engine, Listing, Verdict};
 use haechi_store::{Store, StoreError};
 
+/// Pending store writes that trigger a flush.
+pub const FLUSH_EVERY: usize = 100_000;
+
 /// What processing an event produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processed {
@@ -33,6 +36,10 @@ impl Processor<'_> {
         let snapshot = self.store.snapshot(listing, &analysis)?;
         let verdict = self.engine.decide(listing, &analysis, &snapshot);
         self.store.record(listing, &analysis, &verdict)?;
+        // Bound the memory of pending writes: flush in large atomic batches.
+        if self.store.pending() >= FLUSH_EVERY {
+            self.store.flush()?;
+        }
         Ok(Processed {
             verdict,
             duplicate: false,

@@ -79,7 +79,9 @@ impl Reloader {
                     format!("cannot read {}: {source}", path.display()),
                 )
             }
-            Err(LoadError::Invalid(e)) => return self.reject("invalid".into(), e.to_string()),
+            Err(e @ (LoadError::Invalid(_) | LoadError::Model { .. })) => {
+                return self.reject("invalid".into(), e.to_string())
+            }
         };
         let version = sources.version();
         let running = self.current.load().versions().rules.clone();

@@ -1,0 +1,298 @@
+//! Feature extraction for the classifier: ONE code path for training and
+//! inference, so the two cannot drift.
+//!
+//! A listing becomes a sparse vector in a space of `2^HASH_BITS` hashed
+//! buckets plus a few dense numeric features after them:
+//!
+//! * character 2- and 3-grams of the compact view of the title and the body
+//!   (separate namespaces): Korean needs no tokenizer this way, and the
+//!   compact view already undid the obfuscation;
+//! * word unigrams and bigrams of the folded view (words split at spaces and
+//!   where the script changes: 아이폰14 → 아이폰, 14);
+//! * the rules that fired and their kinds, and the extracted facts;
+//! * numbers: price, images, text length, account age, listing windows,
+//!   identifiers shared with other sellers, near-duplicate text, the price
+//!   relative to the product's usual price, whether an edit added contact
+//!   details, dormancy.
+//!
+//! Text features are binary and L2-normalized together; numeric features are
+//! scaled to roughly 0..1. Extraction happens in two halves to fit the
+//! engine's split: [`text_features`] needs only the listing (computed in
+//! `analyze`, on any thread), [`dense_features`] needs the history snapshot
+//! (computed in `decide`).
+//!
+//! Any change to what is extracted must change [`FEATURE_CONFIG`]: a model
+//! trained under another configuration is refused at load.
+
+use crate::contract::{EventKind, Listing};
+use crate::extract::Facts;
+use crate::history::{fxhash64, tokens, SellerSnapshot};
+use crate::normalize::Normalized;
+use crate::rules::{RuleHit, RuleSet};
+
+/// Bits of the hashed feature space.
+pub const HASH_BITS: u32 = 18;
+/// Number of hashed buckets; dense features follow them.
+pub const BUCKETS: u32 = 1 << HASH_BITS;
+
+/// The dense numeric features, in index order after the buckets.
+pub const DENSE: &[&str] = &[
+    "log_price",
+    "free",
+    "images",
+    "no_images",
+    "title_length",
+    "body_length",
+    "has_phone",
+    "has_messenger_id",
+    "has_url",
+    "has_foreign_url",
+    "has_bank_account",
+    "listed_identifier",
+    "price_in_text",
+    "account_age",
+    "fresh_account",
+    "account_age_unknown",
+    "listings_1h",
+    "listings_24h",
+    "listings_7d",
+    "known_seller",
+    "shared_identifier",
+    "duplicate_text",
+    "price_below_usual",
+    "price_below_half",
+    "usual_price_known",
+    "edit_adds_contact",
+    "is_edit",
+    "dormant_gap",
+];
+
+/// Total dimension: buckets then dense features.
+pub const DIM: usize = BUCKETS as usize + DENSE.len();
+
+/// Describes the extractor. Bump it with every change to this module.
+pub const FEATURE_CONFIG: &str = "haechi-features/1: hash_bits=18 fxhash64; \
+    char 2,3-grams of compact title (ns T) and body (ns B); word 1,2-grams of folded title+body (ns W,V); \
+    rule ids (ns R) and kinds (ns K); facts (ns F); text L2-normalized binary; dense v1 (28 features)";
+
+/// A short hash of [`FEATURE_CONFIG`], stored in every model manifest.
+pub fn feature_config_hash() -> String {
+    let h = blake3::hash(FEATURE_CONFIG.as_bytes()).to_hex();
+    format!("f-{}", &h[..12])
+}
+
+/// A sparse feature vector: sorted, distinct indices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    pub idx: Vec<u32>,
+    pub val: Vec<f32>,
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.idx.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.idx.iter().copied().zip(self.val.iter().copied())
+    }
+
+    /// Appends `other`'s entries (indices must be larger than ours).
+    pub fn extend(&mut self, other: &Features) {
+        self.idx.extend_from_slice(&other.idx);
+        self.val.extend_from_slice(&other.val);
+    }
+}
+
+/// Where feature names go when they are wanted (explanations, debugging).
+pub trait NameSink {
+    fn name(&mut self, bucket: u32, name: impl FnOnce() -> String);
+}
+
+/// No names: the hot path.
+impl NameSink for () {
+    #[inline]
+    fn name(&mut self, _: u32, _: impl FnOnce() -> String) {}
+}
+
+/// Collect (bucket, name) pairs.
+impl NameSink for Vec<(u32, String)> {
+    fn name(&mut self, bucket: u32, name: impl FnOnce() -> String) {
+        self.push((bucket, name()));
+    }
+}
+
+#[inline]
+fn bucket(ns: u8, packed: u64) -> u32 {
+    (crate::history::fxhash64_u64(packed ^ (u64::from(ns) << 56)) & u64::from(BUCKETS - 1)) as u32
+}
+
+fn bucket_str(ns: u8, s: &str) -> u32 {
+    let mut buf = Vec::with_capacity(s.len() + 1);
+    buf.push(ns);
+    buf.extend_from_slice(s.as_bytes());
+    (fxhash64(&buf) & u64::from(BUCKETS - 1)) as u32
+}
+
+fn char_grams<N: NameSink>(ns: u8, text: &str, out: &mut Vec<u32>, names: &mut N) {
+    let chars: Vec<char> = text.chars().collect();
+    for n in [2usize, 3] {
+        for w in chars.windows(n) {
+            let mut packed = 0u64;
+            for &c in w {
+                packed = packed << 21 | u64::from(c as u32);
+            }
+            let b = bucket(ns ^ (n as u8) << 4, packed);
+            out.push(b);
+            names.name(b, || {
+                format!(
+                    "{}:{}",
+                    if ns == b'T' { "title" } else { "body" },
+                    w.iter().collect::<String>()
+                )
+            });
+        }
+    }
+}
+
+/// The features that depend on the listing alone.
+pub fn text_features<N: NameSink>(
+    title: &Normalized,
+    body: &Normalized,
+    hits: &[RuleHit],
+    facts: &Facts,
+    rules: &RuleSet,
+    names: &mut N,
+) -> Features {
+    let mut b: Vec<u32> = Vec::with_capacity(512);
+    char_grams(b'T', title.compact.as_str(), &mut b, names);
+    char_grams(b'B', body.compact.as_str(), &mut b, names);
+    let mut prev: Option<&str> = None;
+    for text in [title.folded.as_str(), body.folded.as_str()] {
+        for tok in tokens(text) {
+            let w = bucket_str(b'W', tok);
+            b.push(w);
+            names.name(w, || format!("word:{tok}"));
+            if let Some(p) = prev {
+                let mut s = String::with_capacity(p.len() + tok.len() + 1);
+                s.push_str(p);
+                s.push(' ');
+                s.push_str(tok);
+                let v = bucket_str(b'V', &s);
+                b.push(v);
+                names.name(v, || format!("words:{s}"));
+            }
+            prev = Some(tok);
+        }
+        prev = None;
+    }
+    for h in hits {
+        if let Some(r) = rules.rule(h.rule) {
+            let x = bucket_str(b'R', &r.id);
+            b.push(x);
+            names.name(x, || format!("rule:{}", r.id));
+            let k = bucket_str(b'K', &r.kind);
+            b.push(k);
+            names.name(k, || format!("kind:{}", r.kind));
+        }
+    }
+    for fact in crate::extract::FACTS {
+        if facts.has(fact) {
+            let f = bucket_str(b'F', fact);
+            b.push(f);
+            names.name(f, || format!("fact:{fact}"));
+        }
+    }
+    b.sort_unstable();
+    b.dedup();
+    let v = if b.is_empty() {
+        0.0
+    } else {
+        1.0 / (b.len() as f32).sqrt()
+    };
+    Features {
+        val: vec![v; b.len()],
+        idx: b,
+    }
+}
+
+fn clip01(x: f64) -> f32 {
+    x.clamp(0.0, 1.0) as f32
+}
+
+/// The features that need the seller's history.
+pub fn dense_features(listing: &Listing, facts: &Facts, snap: &SellerSnapshot) -> Features {
+    let mut d = [0f32; DENSE.len()];
+    let has = |f: &str| f32::from(u8::from(facts.has(f)));
+    d[0] = clip01((listing.price as f64).ln_1p() / 17.0);
+    d[1] = f32::from(u8::from(listing.price == 0));
+    d[2] = clip01(f64::from(listing.image_count.unwrap_or(0)) / 10.0);
+    d[3] = f32::from(u8::from(listing.image_count.unwrap_or(0) == 0));
+    d[4] = clip01(listing.title.chars().count() as f64 / 100.0);
+    d[5] = clip01((listing.body.chars().count() as f64).ln_1p() / 8.0);
+    d[6] = has("phone");
+    d[7] = has("messenger_id");
+    d[8] = has("url");
+    d[9] = has("foreign_url");
+    d[10] = has("bank_account");
+    d[11] = has("listed");
+    d[12] = has("price_mention");
+    match snap.account_age_days(listing.created_at) {
+        Some(age) => {
+            d[13] = clip01(age.ln_1p() / 8.0);
+            d[14] = f32::from(u8::from(age < 7.0));
+        }
+        None => d[15] = 1.0,
+    }
+    d[16] = clip01(f64::from(snap.listings_1h).ln_1p() / 4.0);
+    d[17] = clip01(f64::from(snap.listings_24h).ln_1p() / 4.0);
+    d[18] = clip01(f64::from(snap.listings_7d).ln_1p() / 5.0);
+    d[19] = f32::from(u8::from(snap.known));
+    let shared = snap
+        .shared_idents
+        .iter()
+        .map(|s| s.other_sellers)
+        .max()
+        .unwrap_or(0);
+    d[20] = clip01(f64::from(shared).ln_1p() / 3.0);
+    d[21] = clip01(f64::from(snap.duplicate_text_sellers).ln_1p() / 3.0);
+    if let (Some(usual), true) = (snap.usual_price, snap.price_samples >= 5) {
+        if listing.price > 0 && usual > 0 {
+            let ratio = listing.price as f64 / usual as f64;
+            d[22] = clip01(-ratio.ln() / 2.5);
+            d[23] = f32::from(u8::from(ratio < 0.5));
+            d[24] = 1.0;
+        }
+    }
+    let contact = !facts.idents.is_empty();
+    if let Some(prev) = &snap.previous {
+        d[25] = f32::from(u8::from(
+            contact && !prev.had_contact && listing.event == EventKind::Updated,
+        ));
+    }
+    d[26] = f32::from(u8::from(listing.event == EventKind::Updated));
+    if let (Some(last), true) = (snap.last_seen, snap.known) {
+        let idle = (listing.created_at - last).num_days().max(0) as f64;
+        d[27] = clip01(idle.ln_1p() / 6.0);
+    }
+    let mut f = Features::default();
+    for (i, v) in d.iter().enumerate() {
+        if *v != 0.0 {
+            f.idx.push(BUCKETS + i as u32);
+            f.val.push(*v);
+        }
+    }
+    f
+}
+
+/// The name of a feature index, for dense ones (hashed ones need a
+/// [`NameSink`] at extraction time).
+pub fn dense_name(index: u32) -> Option<&'static str> {
+    index
+        .checked_sub(BUCKETS)
+        .and_then(|i| DENSE.get(i as usize).copied())
+}

@@ -1,0 +1,161 @@
+//! The write overlay in front of sled: reads see pending writes, writes
+//! wait in memory, and a flush applies everything pending as ONE atomic
+//! sled batch followed by an fsync.
+//!
+//! A [`Tx`] groups the writes of one event (or one moderator action): they
+//! enter the pending set together when the transaction commits, under the
+//! overlay's lock, so a flush never splits them. Reads are cached (also
+//! negatively) so the hot path touches sled only for records it has not
+//! seen recently.
+
+use crate::Result;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// Past this many cached reads, the read cache is dropped and refilled.
+const CACHE_CAP: usize = 400_000;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Written, not yet flushed (None = removed).
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Read from (or flushed to) sled.
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+#[derive(Debug)]
+pub struct Overlay {
+    db: sled::Db,
+    inner: Mutex<Inner>,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave the maps half-updated in a
+    // way that matters (entries are replaced whole): keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.cache.get(key) {
+            return Ok(v.clone());
+        }
+        let v = db.get(key)?.map(|iv| iv.to_vec());
+        if self.cache.len() >= CACHE_CAP {
+            self.cache.clear();
+        }
+        self.cache.insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+}
+
+impl Overlay {
+    pub fn new(db: sled::Db) -> Overlay {
+        Overlay {
+            db,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The current value of a key, pending writes included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        lock(&self.inner).get(&self.db, key)
+    }
+
+    /// Starts a group of writes that become pending together.
+    pub fn begin(&self) -> Tx<'_> {
+        Tx {
+            guard: lock(&self.inner),
+            db: &self.db,
+            writes: Vec::new(),
+        }
+    }
+
+    /// Number of pending writes.
+    pub fn pending(&self) -> usize {
+        lock(&self.inner).pending.len()
+    }
+
+    /// Applies every pending write in one atomic batch and syncs it.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = lock(&self.inner);
+        if inner.pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in &inner.pending {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                None => batch.remove(k.as_slice()),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        let pending = std::mem::take(&mut inner.pending);
+        if inner.cache.len() + pending.len() > CACHE_CAP {
+            inner.cache.clear();
+        }
+        inner.cache.extend(pending);
+        Ok(())
+    }
+
+    /// Keys with a prefix, pending writes included, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let inner = lock(&self.inner);
+        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            std::collections::BTreeMap::new();
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in &inner.pending {
+            if k.starts_with(prefix) {
+                match v {
+                    Some(v) => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        out.remove(k);
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Writes that become pending together; dropped without `commit`, they
+/// vanish.
+#[derive(Debug)]
+pub struct Tx<'a> {
+    guard: MutexGuard<'a, Inner>,
+    db: &'a sled::Db,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Tx<'_> {
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some((_, v)) = self.writes.iter().rev().find(|(k, _)| k == key) {
+            return Ok(v.clone());
+        }
+        self.guard.get(self.db, key)
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push((key, Some(value)));
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.writes.push((key, None));
+    }
+
+    pub fn commit(mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        for (k, v) in writes {
+            self.guard.pending.insert(k, v);
+        }
+    }
+}

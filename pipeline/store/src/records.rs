@@ -1,0 +1,127 @@
+//! The records the store keeps, encoded with postcard.
+
+use haechi_engine::Action;
+use serde::{Deserialize, Serialize};
+
+/// The longest list of recent listing times kept per seller: enough to count
+/// any window up to 7 days exactly unless a seller posts more than this in a
+/// week, when the counts saturate (they are burst signals, not bookkeeping).
+pub const RECENT_CAP: usize = 256;
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// Per-seller history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SellerRecord {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub joined_at: Option<i64>,
+    /// Times (ms) of listings in the last 7 days, oldest first.
+    pub recent: Vec<i64>,
+    pub total: u32,
+    pub categories: Vec<String>,
+    pub reviewed: u32,
+    pub blocked: u32,
+    pub confirmed_fraud: u32,
+    pub cleared: u32,
+}
+
+impl SellerRecord {
+    /// Adds a listing time (events may arrive slightly out of order) and
+    /// drops what left the 7-day window.
+    pub fn add_recent(&mut self, t: i64) {
+        let pos = self.recent.partition_point(|&x| x <= t);
+        self.recent.insert(pos, t);
+        let horizon = self.last_seen - WEEK_MS;
+        self.recent.retain(|&x| x > horizon);
+        if self.recent.len() > RECENT_CAP {
+            let excess = self.recent.len() - RECENT_CAP;
+            self.recent.drain(..excess);
+        }
+    }
+}
+
+/// Per-listing state: what the latest version carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListingRecord {
+    pub seller_id: String,
+    pub had_contact: bool,
+    pub action: Action,
+    pub deleted: bool,
+    pub last_event: String,
+    /// `kind:value` of every identifier it carried.
+    pub idents: Vec<String>,
+}
+
+/// What a processed event left behind: its verdict, to answer a redelivery
+/// with the very same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub at: i64,
+    pub verdict_json: String,
+}
+
+/// Sellers seen with a value, newest last, at most `cap`.
+fn touch(list: &mut Vec<(String, i64)>, seller: &str, t: i64, cap: usize) {
+    if let Some(e) = list.iter_mut().find(|(s, _)| s == seller) {
+        e.1 = e.1.max(t);
+    } else {
+        list.push((seller.to_owned(), t));
+    }
+    if list.len() > cap {
+        list.sort_by_key(|e| std::cmp::Reverse(e.1));
+        list.truncate(cap);
+    }
+}
+
+/// The sellers who used an identifier, and those confirmed fraudulent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdentRecord {
+    pub sellers: Vec<(String, i64)>,
+    pub fraud_sellers: Vec<String>,
+}
+
+impl IdentRecord {
+    pub fn touch(&mut self, seller: &str, t: i64) {
+        touch(&mut self.sellers, seller, t, 64);
+    }
+}
+
+/// The sellers whose text fell in a MinHash band bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BandRecord {
+    pub sellers: Vec<(String, i64)>,
+}
+
+impl BandRecord {
+    pub fn touch(&mut self, seller: &str, t: i64) {
+        touch(&mut self.sellers, seller, t, 32);
+    }
+}
+
+/// The last prices of a product (a rolling sample): the median of it is the
+/// usual price. Robust to the odd outlier, bounded, and it follows the
+/// market as prices drift.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PriceRecord {
+    pub samples: Vec<(u64, i64)>,
+}
+
+pub const PRICE_SAMPLES: usize = 64;
+
+impl PriceRecord {
+    pub fn add(&mut self, price: u64, t: i64) {
+        self.samples.push((price, t));
+        if self.samples.len() > PRICE_SAMPLES {
+            self.samples.remove(0);
+        }
+    }
+
+    pub fn median(&self) -> Option<u64> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut p: Vec<u64> = self.samples.iter().map(|s| s.0).collect();
+        p.sort_unstable();
+        Some(p[p.len() / 2])
+    }
+}
