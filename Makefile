@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train
 
 all: build
 
@@ -33,6 +33,14 @@ rules-check:
 
 unit:
 	$(CARGO) test --workspace
+
+## eval: the SMS Spam Collection protocol next to the paper's best result.
+eval: build
+	$(HAECHI) eval sms
+
+## train: retrain the committed default model from the fixtures (about 10 minutes).
+train: build
+	$(HAECHI) train --data fixtures/train.jsonl --valid fixtures/valid.jsonl --out models/default --name default
 
 ## fixtures: regenerate the committed labeled sets byte for byte.
 fixtures:

@@ -360,9 +360,12 @@ impl Store {
                 rec.touch(&listing.seller_id, now);
                 tx.put(k, encode(&rec));
             }
-            // Usual price: learn only from listings let through, so scams do
-            // not teach the filter that their prices are normal.
-            if listing.price > 0 && verdict.action == Action::Allow {
+            // Usual price: learn from every priced listing, whatever its
+            // verdict. The median of the last samples shrugs off the few scams
+            // among them, and keeping the history independent of verdicts
+            // means training (rules-only) and serving (with the model) see
+            // the same features.
+            if listing.price > 0 {
                 let k = keys::key(keys::PRICE, &analysis.product_key);
                 let mut rec: PriceRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
                 rec.add(listing.price, now);

@@ -1,0 +1,65 @@
+//! The model stage: feature extraction (text and dense) and the sparse dot
+//! product with the committed default model, on listings whose rule stage
+//! already ran (it is benchmarked on its own in `rules`).
+//!
+//! `cargo bench -p haechi-engine --bench model`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use haechi_engine::features::{dense_features, text_features};
+use haechi_engine::model::Model;
+use haechi_engine::rules::Source;
+use haechi_engine::{decode_listing, Engine, Limits, RuleSources, SellerSnapshot};
+use std::path::Path;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut sources = RuleSources::default();
+    for dir in ["ko", "en"] {
+        for e in std::fs::read_dir(root.join("rules").join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            sources.packs.push(Source {
+                path: p.display().to_string(),
+                text: std::fs::read_to_string(&p).unwrap(),
+            });
+        }
+    }
+    let engine = Engine::from_sources(&sources).unwrap();
+    let model =
+        Model::from_json(&std::fs::read_to_string(root.join("models/default/model.json")).unwrap())
+            .unwrap();
+    let text = std::fs::read_to_string(root.join("fixtures/test.jsonl")).unwrap();
+    let listings: Vec<_> = text
+        .lines()
+        .take(5_000)
+        .map(|l| decode_listing(l.as_bytes(), &Limits::default()).unwrap())
+        .collect();
+    let stages: Vec<_> = listings.iter().map(|l| engine.rule_stage(l)).collect();
+    let snap = SellerSnapshot::default();
+    let mut g = c.benchmark_group("model_stage");
+    g.throughput(Throughput::Elements(listings.len() as u64));
+    g.sample_size(20);
+    g.bench_function("features_and_score_5000_listings", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for (l, s) in listings.iter().zip(&stages) {
+                let t = text_features(
+                    &s.title,
+                    &s.body,
+                    &s.hits,
+                    &s.facts,
+                    engine.rules(),
+                    &mut (),
+                );
+                let d = dense_features(l, &s.facts, &snap);
+                sum += model.logit(&t, &d);
+            }
+            sum
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
