@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use haechi_engine::features::{dense_features, text_features};
-use haechi_engine::model::Model;
+use haechi_engine::model::{Model, ModelFile};
 use haechi_engine::rules::Source;
 use haechi_engine::{decode_listing, Engine, Limits, RuleSources, SellerSnapshot};
 use std::path::Path;
@@ -26,9 +26,14 @@ fn bench(c: &mut Criterion) {
         }
     }
     let engine = Engine::from_sources(&sources).unwrap();
-    let model =
-        Model::from_json(&std::fs::read_to_string(root.join("models/default/model.json")).unwrap())
-            .unwrap();
+    // The committed model's weights; the feature-config check is the
+    // pipeline's business, the bench only needs a model of realistic size.
+    let mut file: ModelFile = serde_json::from_str(
+        &std::fs::read_to_string(root.join("models/default/model.json")).unwrap(),
+    )
+    .unwrap();
+    file.feature_config = haechi_engine::features::feature_config_hash();
+    let model = Model::from_json(&serde_json::to_string(&file).unwrap()).unwrap();
     let text = std::fs::read_to_string(root.join("fixtures/test.jsonl")).unwrap();
     let listings: Vec<_> = text
         .lines()

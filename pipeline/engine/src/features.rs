@@ -15,7 +15,7 @@
 //!   relative to the product's usual price, whether an edit added contact
 //!   details, dormancy.
 //!
-//! Text features are binary and L2-normalized together; numeric features are
+//! Text features are counts scaled by 1/sqrt(number of grams); numeric features are
 //! scaled to roughly 0..1. Extraction happens in two halves to fit the
 //! engine's split: [`text_features`] needs only the listing (computed in
 //! `analyze`, on any thread), [`dense_features`] needs the history snapshot
@@ -26,7 +26,7 @@
 
 use crate::contract::{EventKind, Listing};
 use crate::extract::Facts;
-use crate::history::{fxhash64, tokens, SellerSnapshot};
+use crate::history::{tokens, SellerSnapshot};
 use crate::normalize::Normalized;
 use crate::rules::{RuleHit, RuleSet};
 
@@ -71,9 +71,9 @@ pub const DENSE: &[&str] = &[
 pub const DIM: usize = BUCKETS as usize + DENSE.len();
 
 /// Describes the extractor. Bump it with every change to this module.
-pub const FEATURE_CONFIG: &str = "haechi-features/1: hash_bits=18 fxhash64; \
+pub const FEATURE_CONFIG: &str = "haechi-features/3: hash_bits=18 fxhash64; bigrams as mixed word hashes; \
     char 2,3-grams of compact title (ns T) and body (ns B); word 1,2-grams of folded title+body (ns W,V); \
-    rule ids (ns R) and kinds (ns K); facts (ns F); text L2-normalized binary; dense v1 (28 features)";
+    rule ids (ns R) and kinds (ns K); facts (ns F); text counts scaled by 1/sqrt(n); dense v1 (28 features)";
 
 /// A short hash of [`FEATURE_CONFIG`], stored in every model manifest.
 pub fn feature_config_hash() -> String {
@@ -81,7 +81,8 @@ pub fn feature_config_hash() -> String {
     format!("f-{}", &h[..12])
 }
 
-/// A sparse feature vector: sorted, distinct indices.
+/// A sparse feature vector. Text indices may repeat (a gram seen twice);
+/// dense indices come after all text indices.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features {
     pub idx: Vec<u32>,
@@ -131,32 +132,54 @@ fn bucket(ns: u8, packed: u64) -> u32 {
     (crate::history::fxhash64_u64(packed ^ (u64::from(ns) << 56)) & u64::from(BUCKETS - 1)) as u32
 }
 
+/// FNV-1a over the namespace byte and the string, then the finalizer: the
+/// same value as `fxhash64(&[ns, s...])`, without building the buffer.
+fn hash_str(ns: u8, s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&ns).chain(s.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 fn bucket_str(ns: u8, s: &str) -> u32 {
-    let mut buf = Vec::with_capacity(s.len() + 1);
-    buf.push(ns);
-    buf.extend_from_slice(s.as_bytes());
-    (fxhash64(&buf) & u64::from(BUCKETS - 1)) as u32
+    (hash_str(ns, s) & u64::from(BUCKETS - 1)) as u32
 }
 
 fn char_grams<N: NameSink>(ns: u8, text: &str, out: &mut Vec<u32>, names: &mut N) {
-    let chars: Vec<char> = text.chars().collect();
-    for n in [2usize, 3] {
-        for w in chars.windows(n) {
-            let mut packed = 0u64;
-            for &c in w {
-                packed = packed << 21 | u64::from(c as u32);
+    // A sliding window of the last two characters: no buffer.
+    let (ns2, ns3) = (ns ^ 2 << 4, ns ^ 3 << 4);
+    let (mut a, mut b): (Option<char>, Option<char>) = (None, None);
+    for c in text.chars() {
+        if let Some(pb) = b {
+            let g2 = bucket(ns2, u64::from(pb as u32) << 21 | u64::from(c as u32));
+            out.push(g2);
+            names.name(g2, || gram_name(ns, &[pb, c]));
+            if let Some(pa) = a {
+                let g3 = bucket(
+                    ns3,
+                    (u64::from(pa as u32) << 21 | u64::from(pb as u32)) << 21 | u64::from(c as u32),
+                );
+                out.push(g3);
+                names.name(g3, || gram_name(ns, &[pa, pb, c]));
             }
-            let b = bucket(ns ^ (n as u8) << 4, packed);
-            out.push(b);
-            names.name(b, || {
-                format!(
-                    "{}:{}",
-                    if ns == b'T' { "title" } else { "body" },
-                    w.iter().collect::<String>()
-                )
-            });
         }
+        a = b;
+        b = Some(c);
     }
+}
+
+fn gram_name(ns: u8, chars: &[char]) -> String {
+    format!(
+        "{}:{}",
+        if ns == b'T' { "title" } else { "body" },
+        chars.iter().collect::<String>()
+    )
 }
 
 /// The features that depend on the listing alone.
@@ -171,24 +194,21 @@ pub fn text_features<N: NameSink>(
     let mut b: Vec<u32> = Vec::with_capacity(512);
     char_grams(b'T', title.compact.as_str(), &mut b, names);
     char_grams(b'B', body.compact.as_str(), &mut b, names);
-    let mut prev: Option<&str> = None;
     for text in [title.folded.as_str(), body.folded.as_str()] {
+        let mut prev: Option<(&str, u64)> = None;
         for tok in tokens(text) {
-            let w = bucket_str(b'W', tok);
+            let h = hash_str(b'W', tok);
+            let w = (h & u64::from(BUCKETS - 1)) as u32;
             b.push(w);
             names.name(w, || format!("word:{tok}"));
-            if let Some(p) = prev {
-                let mut s = String::with_capacity(p.len() + tok.len() + 1);
-                s.push_str(p);
-                s.push(' ');
-                s.push_str(tok);
-                let v = bucket_str(b'V', &s);
+            if let Some((p, ph)) = prev {
+                // A bigram is the pair of its word hashes, mixed.
+                let v = bucket(b'V', ph.rotate_left(23) ^ h);
                 b.push(v);
-                names.name(v, || format!("words:{s}"));
+                names.name(v, || format!("words:{p} {tok}"));
             }
-            prev = Some(tok);
+            prev = Some((tok, h));
         }
-        prev = None;
     }
     for h in hits {
         if let Some(r) = rules.rule(h.rule) {
@@ -207,8 +227,8 @@ pub fn text_features<N: NameSink>(
             names.name(f, || format!("fact:{fact}"));
         }
     }
-    b.sort_unstable();
-    b.dedup();
+    // Counts, not presence: a gram seen twice weighs twice. No sort, no
+    // dedup on the hot path; the vector is scaled by 1/sqrt(grams).
     let v = if b.is_empty() {
         0.0
     } else {

@@ -337,7 +337,9 @@ pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
             1
         } else if c.is_ascii_alphabetic() {
             2
-        } else if c.is_alphanumeric() {
+        } else if c.is_ascii() {
+            0
+        } else if ('\u{AC00}'..='\u{D7A3}').contains(&c) || c.is_alphanumeric() {
             3
         } else {
             0

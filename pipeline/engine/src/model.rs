@@ -3,9 +3,9 @@
 //!
 //! Both model kinds haechi trains (logistic regression, multinomial naive
 //! Bayes) are linear in the features once written as log-odds, so one
-//! artifact format and one dot product serve both. The weights live in a
-//! dense table indexed by feature (1 MiB for 2^18 buckets): inference is a
-//! few hundred table lookups per listing.
+//! artifact format and one dot product serve both. The few thousand non-zero
+//! weights live in a small open-addressing table (tens of KiB, cache
+//! resident): inference is a few hundred probes per listing.
 
 use crate::features::{feature_config_hash, Features, DIM};
 use serde::{Deserialize, Serialize};
@@ -65,8 +65,59 @@ pub struct Model {
     pub bias: f64,
     pub threshold: f64,
     pub base_rate: f64,
-    table: Vec<f32>,
+    table: WeightTable,
     nonzero: usize,
+}
+
+/// Feature index -> weight, open addressing with linear probing; absent
+/// features weigh 0.
+#[derive(Debug, Clone)]
+struct WeightTable {
+    keys: Vec<u32>,
+    vals: Vec<f32>,
+    mask: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+impl WeightTable {
+    fn new(weights: &[(u32, f32)]) -> WeightTable {
+        let cap = (weights.len() * 2).next_power_of_two().max(16);
+        let mut t = WeightTable {
+            keys: vec![EMPTY; cap],
+            vals: vec![0.0; cap],
+            mask: cap - 1,
+        };
+        for &(k, v) in weights {
+            let mut i = Self::slot(k) & t.mask;
+            while t.keys[i] != EMPTY && t.keys[i] != k {
+                i = (i + 1) & t.mask;
+            }
+            t.keys[i] = k;
+            t.vals[i] = v;
+        }
+        t
+    }
+
+    #[inline]
+    fn slot(k: u32) -> usize {
+        (k.wrapping_mul(0x9E37_79B1) >> 8) as usize
+    }
+
+    #[inline]
+    fn get(&self, k: u32) -> f32 {
+        let mut i = Self::slot(k) & self.mask;
+        loop {
+            let key = self.keys[i];
+            if key == k {
+                return self.vals[i];
+            }
+            if key == EMPTY {
+                return 0.0;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
 }
 
 impl Model {
@@ -85,14 +136,13 @@ impl Model {
                 code,
             });
         }
-        let mut table = vec![0f32; DIM];
-        for &(i, w) in &file.weights {
-            let slot = table.get_mut(i as usize).ok_or(ModelError::BadIndex {
-                name: file.name.clone(),
-                index: i,
-            })?;
-            *slot = w;
+        if let Some(&(index, _)) = file.weights.iter().find(|(i, _)| *i as usize >= DIM) {
+            return Err(ModelError::BadIndex {
+                name: file.name,
+                index,
+            });
         }
+        let table = WeightTable::new(&file.weights);
         let hash = blake3::hash(text.as_bytes()).to_hex();
         Ok(Model {
             version: format!("m-{}-{}", file.name, &hash[..8]),
@@ -114,7 +164,7 @@ impl Model {
     #[inline]
     pub fn dot(&self, f: &Features) -> f64 {
         f.iter()
-            .map(|(i, v)| f64::from(self.table.get(i as usize).copied().unwrap_or(0.0) * v))
+            .map(|(i, v)| f64::from(self.table.get(i) * v))
             .sum()
     }
 
@@ -123,19 +173,23 @@ impl Model {
         self.bias + self.dot(text) + self.dot(dense)
     }
 
-    /// The `k` features contributing most (by |weight × value|), largest first.
+    /// The `k` features contributing most (by |weight × value|, repeats of a
+    /// feature summed), largest first.
     pub fn top_contributions(&self, parts: &[&Features], k: usize) -> Vec<(u32, f64)> {
-        let mut all: Vec<(u32, f64)> = parts
+        let mut each: Vec<(u32, f64)> = parts
             .iter()
             .flat_map(|f| f.iter())
-            .map(|(i, v)| {
-                (
-                    i,
-                    f64::from(self.table.get(i as usize).copied().unwrap_or(0.0) * v),
-                )
-            })
+            .map(|(i, v)| (i, f64::from(self.table.get(i) * v)))
             .filter(|(_, c)| *c != 0.0)
             .collect();
+        each.sort_by_key(|e| e.0);
+        let mut all: Vec<(u32, f64)> = Vec::with_capacity(each.len());
+        for (i, c) in each {
+            match all.last_mut() {
+                Some(last) if last.0 == i => last.1 += c,
+                _ => all.push((i, c)),
+            }
+        }
         all.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         all.truncate(k);
         all

@@ -4,7 +4,7 @@ use haechi_engine::{Engine, Listing, Verdict};
 use haechi_store::{Store, StoreError};
 
 /// Pending store writes that trigger a flush.
-pub const FLUSH_EVERY: usize = 100_000;
+pub const FLUSH_EVERY: usize = 20_000;
 
 /// What processing an event produced.
 #[derive(Debug, Clone, PartialEq)]

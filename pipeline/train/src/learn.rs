@@ -86,8 +86,13 @@ pub fn select(examples: &[Example], s: &Settings) -> Vec<u32> {
     let pos = examples.iter().filter(|e| e.fraud).count() as f64;
     // (documents with the feature, of which fraud)
     let mut df: HashMap<u32, (u32, u32)> = HashMap::new();
+    let mut distinct: Vec<u32> = Vec::new();
     for e in examples {
-        for (i, _) in e.text.iter() {
+        distinct.clear();
+        distinct.extend(e.text.idx.iter().copied());
+        distinct.sort_unstable();
+        distinct.dedup();
+        for &i in &distinct {
             let c = df.entry(i).or_default();
             c.0 += 1;
             c.1 += u32::from(e.fraud);
@@ -127,7 +132,7 @@ pub fn matrix(examples: &[Example], cols: &[u32]) -> (Array2<f64>, Array1<bool>)
     for (r, e) in examples.iter().enumerate() {
         for (i, v) in e.features() {
             if let Some(&j) = at.get(&i) {
-                x[[r, j]] = f64::from(v);
+                x[[r, j]] += f64::from(v);
             }
         }
     }

@@ -1,0 +1,233 @@
+//! Table-driven history: event sequences in testdata/history.toml, each with
+//! the snapshot the store must produce for its last event; plus idempotency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{Duration, TimeZone, Utc};
+use haechi_engine::rules::Source;
+use haechi_engine::{Engine, EventKind, Listing, RuleSources};
+use haechi_store::Store;
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct Ev {
+    seller: String,
+    listing: Option<String>,
+    event: Option<String>,
+    title: String,
+    body: String,
+    price: u64,
+    at: i64,
+    category: Option<String>,
+    joined: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    known: Option<bool>,
+    listings_1h: Option<u32>,
+    listings_24h: Option<u32>,
+    listings_7d: Option<u32>,
+    listings_total: Option<u32>,
+    shared_ident_max: Option<u32>,
+    duplicate_text_sellers: Option<u32>,
+    usual_price: Option<u64>,
+    price_samples: Option<u32>,
+    previous_had_contact: Option<bool>,
+    account_age_days_min: Option<f64>,
+    account_age_days_max: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    events: Vec<Ev>,
+    expect: Expect,
+}
+
+fn engine() -> Engine {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    let mut sources = RuleSources::default();
+    for dir in ["ko", "en"] {
+        for e in std::fs::read_dir(rules.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            sources.packs.push(Source {
+                path: p.display().to_string(),
+                text: std::fs::read_to_string(&p).unwrap(),
+            });
+        }
+    }
+    Engine::from_sources(&sources).unwrap()
+}
+
+fn listing(i: usize, e: &Ev, first_at: i64) -> Listing {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    Listing {
+        event_id: format!("e{i}"),
+        listing_id: e.listing.clone().unwrap_or_else(|| format!("l{i}")),
+        seller_id: e.seller.clone(),
+        event: e
+            .event
+            .as_deref()
+            .and_then(EventKind::parse)
+            .unwrap_or(EventKind::Created),
+        title: e.title.clone(),
+        body: e.body.clone(),
+        price: e.price,
+        category: e.category.clone(),
+        region: None,
+        created_at: t0 + Duration::minutes(e.at),
+        seller_joined_at: e
+            .joined
+            .map(|d| t0 + Duration::minutes(first_at) - Duration::days(d)),
+        image_count: None,
+        label: None,
+    }
+}
+
+#[test]
+fn event_sequences_give_the_expected_snapshots() {
+    #[derive(Deserialize)]
+    struct File {
+        case: Vec<Case>,
+    }
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/history.toml"),
+    )
+    .unwrap();
+    let cases = toml::from_str::<File>(&text).unwrap().case;
+    assert!(cases.len() >= 8);
+    let engine = engine();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = c.events.first().map_or(0, |e| e.at);
+        let n = c.events.len();
+        for (i, e) in c.events.iter().enumerate() {
+            let l = listing(i, e, first);
+            let a = engine.analyze(&l);
+            let snap = store.snapshot(&l, &a).unwrap();
+            if i + 1 == n {
+                let x = &c.expect;
+                let mut check = |what: &str, ok: bool, got: String| {
+                    if !ok {
+                        failures.push(format!("{}: {what} = {got}", c.name));
+                    }
+                };
+                let shared = snap
+                    .shared_idents
+                    .iter()
+                    .map(|s| s.other_sellers)
+                    .max()
+                    .unwrap_or(0);
+                let age = snap.account_age_days(l.created_at);
+                check(
+                    "known",
+                    x.known.is_none_or(|v| v == snap.known),
+                    format!("{}", snap.known),
+                );
+                check(
+                    "listings_1h",
+                    x.listings_1h.is_none_or(|v| v == snap.listings_1h),
+                    format!("{}", snap.listings_1h),
+                );
+                check(
+                    "listings_24h",
+                    x.listings_24h.is_none_or(|v| v == snap.listings_24h),
+                    format!("{}", snap.listings_24h),
+                );
+                check(
+                    "listings_7d",
+                    x.listings_7d.is_none_or(|v| v == snap.listings_7d),
+                    format!("{}", snap.listings_7d),
+                );
+                check(
+                    "listings_total",
+                    x.listings_total.is_none_or(|v| v == snap.listings_total),
+                    format!("{}", snap.listings_total),
+                );
+                check(
+                    "shared_ident_max",
+                    x.shared_ident_max.is_none_or(|v| v == shared),
+                    format!("{shared}"),
+                );
+                check(
+                    "duplicate_text_sellers",
+                    x.duplicate_text_sellers
+                        .is_none_or(|v| v == snap.duplicate_text_sellers),
+                    format!("{}", snap.duplicate_text_sellers),
+                );
+                check(
+                    "usual_price",
+                    x.usual_price.is_none_or(|v| Some(v) == snap.usual_price),
+                    format!("{:?}", snap.usual_price),
+                );
+                check(
+                    "price_samples",
+                    x.price_samples.is_none_or(|v| v == snap.price_samples),
+                    format!("{}", snap.price_samples),
+                );
+                check(
+                    "previous_had_contact",
+                    x.previous_had_contact
+                        .is_none_or(|v| Some(v) == snap.previous.as_ref().map(|p| p.had_contact)),
+                    format!("{:?}", snap.previous),
+                );
+                check(
+                    "account_age_days_min",
+                    x.account_age_days_min
+                        .is_none_or(|v| age.is_some_and(|a| a >= v)),
+                    format!("{age:?}"),
+                );
+                check(
+                    "account_age_days_max",
+                    x.account_age_days_max
+                        .is_none_or(|v| age.is_some_and(|a| a <= v)),
+                    format!("{age:?}"),
+                );
+            }
+            let v = engine.decide(&l, &a, &snap);
+            store.record(&l, &a, &v).unwrap();
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn recording_an_event_twice_counts_it_once() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let e = Ev {
+        seller: "s".into(),
+        listing: None,
+        event: None,
+        title: "아이폰".into(),
+        body: "카톡 abc123 주세요 010-1111-2222".into(),
+        price: 500000,
+        at: 0,
+        category: None,
+        joined: None,
+    };
+    let l = listing(0, &e, 0);
+    for _ in 0..3 {
+        let a = engine.analyze(&l);
+        let snap = store.snapshot(&l, &a).unwrap();
+        let v = engine.decide(&l, &a, &snap);
+        store.record(&l, &a, &v).unwrap();
+        store.flush().unwrap();
+    }
+    let s = store.seller("s").unwrap().unwrap();
+    assert_eq!(s.total, 1);
+    assert_eq!(s.recent.len(), 1);
+    let counts = store.counts().unwrap();
+    assert_eq!(counts.get(&'e'), Some(&1));
+    assert!(store.seen("e0").unwrap().is_some());
+    // Reopened, it is all still there.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.seller("s").unwrap().unwrap().total, 1);
+}
