@@ -39,13 +39,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         limits: Limits::default(),
         progress: !a.no_progress && !a.json,
     };
-    let summary = replay(
-        &Processor {
-            engine: &engine,
-            store: &store,
-        },
-        &cfg,
-    )?;
+    let summary = replay(&Processor::new(&engine, &store), &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

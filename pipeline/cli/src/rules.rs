@@ -37,14 +37,8 @@ fn backtest(
     let (old_dir, new_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (old_store, new_store) = (Store::open(old_dir.path())?, Store::open(new_dir.path())?);
     let b = haechi_stream::backtest::backtest(
-        &Processor {
-            engine: &old_engine,
-            store: &old_store,
-        },
-        &Processor {
-            engine: &new_engine,
-            store: &new_store,
-        },
+        &Processor::new(&old_engine, &old_store),
+        &Processor::new(&new_engine, &new_store),
         file,
         limit,
         progress && !json,

@@ -59,13 +59,12 @@ pub(crate) mod keys {
     pub const SELLER: u8 = b's';
     pub const LISTING: u8 = b'l';
     pub const EVENT: u8 = b'e';
-    /// Event time index for retention: t + be64(ms) + event_id.
-    pub const EVENT_TIME: u8 = b't';
     pub const IDENT: u8 = b'i';
     pub const BAND: u8 = b'b';
     pub const PRICE: u8 = b'p';
     pub const META: u8 = b'm';
     pub const CASE: u8 = b'c';
+    pub const AUDIT: u8 = b'a';
     pub const QUEUE: u8 = b'q';
 
     pub fn key(prefix: u8, id: &str) -> Vec<u8> {
@@ -135,6 +134,8 @@ pub struct Store {
     db: sled::Db,
     overlay: Overlay,
     config: HistoryConfig,
+    /// The latest event time recorded, persisted at each flush.
+    last_event: std::sync::atomic::AtomicI64,
 }
 
 impl Store {
@@ -161,6 +162,7 @@ impl Store {
             overlay: Overlay::new(db.clone()),
             db,
             config,
+            last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -174,12 +176,17 @@ impl Store {
 
     /// The verdict already given to this event, if it was processed before.
     pub fn seen(&self, event_id: &str) -> Result<Option<Verdict>> {
+        Ok(self.seen_json(event_id)?.map(|(v, _)| v))
+    }
+
+    /// [`Store::seen`] with the verdict's original bytes.
+    pub fn seen_json(&self, event_id: &str) -> Result<Option<(Verdict, String)>> {
         let key = keys::key(keys::EVENT, event_id);
         let Some(rec) = self.get::<EventRecord>(&key)? else {
             return Ok(None);
         };
         serde_json::from_str(&rec.verdict_json)
-            .map(Some)
+            .map(|v| Some((v, rec.verdict_json)))
             .map_err(|e| StoreError::Corrupt {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 message: e.to_string(),
@@ -263,21 +270,19 @@ impl Store {
     /// this one within the duplicate window.
     fn duplicate_sellers(&self, listing: &Listing, bands: &[u64], now: i64) -> Result<u32> {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
-        let mut seen: Vec<(&str, u32)> = Vec::new();
-        let mut recs = Vec::with_capacity(bands.len());
+        let me = seller_hash(&listing.seller_id);
+        let mut seen: Vec<(u64, u32)> = Vec::new();
         for &b in bands {
-            if let Some(rec) = self.get::<BandRecord>(&band_key(b))? {
-                recs.push(rec);
-            }
-        }
-        for rec in &recs {
-            for (s, t) in &rec.sellers {
-                if s == &listing.seller_id || *t < horizon {
+            let Some(rec) = self.get::<BandRecord>(&band_key(b))? else {
+                continue;
+            };
+            for &(s, t) in &rec.sellers {
+                if s == me || t < horizon {
                     continue;
                 }
-                match seen.iter_mut().find(|(x, _)| x == s) {
+                match seen.iter_mut().find(|(x, _)| *x == s) {
                     Some((_, n)) => *n += 1,
-                    None => seen.push((s.as_str(), 1)),
+                    None => seen.push((s, 1)),
                 }
             }
         }
@@ -289,6 +294,22 @@ impl Store {
     /// price, and (for review and block verdicts) its review case — all as
     /// one unit. Recording an event a second time changes nothing.
     pub fn record(&self, listing: &Listing, analysis: &Analysis, verdict: &Verdict) -> Result<()> {
+        let json = serde_json::to_string(verdict).map_err(|e| StoreError::Corrupt {
+            key: listing.event_id.clone(),
+            message: e.to_string(),
+        })?;
+        self.record_with_json(listing, analysis, verdict, json)
+    }
+
+    /// [`Store::record`] with the verdict already serialized (the caller
+    /// writes the same bytes to its output: serialize once).
+    pub fn record_with_json(
+        &self,
+        listing: &Listing,
+        analysis: &Analysis,
+        verdict: &Verdict,
+        verdict_json: String,
+    ) -> Result<()> {
         let event_key = keys::key(keys::EVENT, &listing.event_id);
         let mut tx = self.overlay.begin();
         if tx.get(&event_key)?.is_some() {
@@ -357,7 +378,7 @@ impl Store {
             for &b in &analysis.bands {
                 let k = band_key(b);
                 let mut rec: BandRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
-                rec.touch(&listing.seller_id, now);
+                rec.touch(seller_hash(&listing.seller_id), now);
                 tx.put(k, encode(&rec));
             }
             // Usual price: learn from every priced listing, whatever its
@@ -378,11 +399,7 @@ impl Store {
             review::open_case(&mut tx, listing, analysis, verdict, &s)?;
         }
 
-        // Idempotency, with a time index for retention.
-        let verdict_json = serde_json::to_string(verdict).map_err(|e| StoreError::Corrupt {
-            key: listing.event_id.clone(),
-            message: e.to_string(),
-        })?;
+        // Idempotency.
         tx.put(
             event_key,
             encode(&EventRecord {
@@ -390,15 +407,9 @@ impl Store {
                 verdict_json,
             }),
         );
-        let mut tk = keys::key_bytes(keys::EVENT_TIME, &now.to_be_bytes());
-        tk.extend_from_slice(listing.event_id.as_bytes());
-        tx.put(tk, Vec::new());
-        let meta = keys::key(keys::META, "last_event_ms");
-        let last: i64 = decode(&meta, tx.get(&meta)?)?.unwrap_or(i64::MIN);
-        if now > last {
-            tx.put(meta, encode(&now));
-        }
         tx.commit();
+        self.last_event
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -434,8 +445,12 @@ impl Store {
 
     /// The latest event time recorded (drives retention in replays).
     pub fn last_event_time(&self) -> Result<Option<DateTime<Utc>>> {
+        let mem = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
         let k = keys::key(keys::META, "last_event_ms");
-        Ok(self.get::<i64>(&k)?.and_then(time))
+        let stored = self.get::<i64>(&k)?.unwrap_or(i64::MIN);
+        Ok(Some(mem.max(stored))
+            .filter(|&t| t > i64::MIN)
+            .and_then(time))
     }
 
     /// Drops what is older than the retention, relative to the latest event
@@ -450,22 +465,14 @@ impl Store {
         let cutoff = now - self.config.retention_days * DAY_MS;
         let mut batch = sled::Batch::default();
         let mut changed = 0u64;
-        // Idempotency records, oldest first, through the time index.
-        for item in self.db.scan_prefix([keys::EVENT_TIME]) {
-            let (k, _) = item?;
-            let Some(t) = k
-                .get(1..9)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(i64::from_be_bytes)
-            else {
-                continue;
-            };
-            if t >= cutoff {
-                break;
+        // Idempotency records older than the retention.
+        for item in self.db.scan_prefix([keys::EVENT]) {
+            let (k, v) = item?;
+            let rec: Option<EventRecord> = decode(&k, Some(v.to_vec()))?;
+            if rec.is_some_and(|r| r.at < cutoff) {
+                batch.remove(k);
+                changed += 1;
             }
-            batch.remove(k.clone());
-            batch.remove(keys::key_bytes(keys::EVENT, &k[9..]));
-            changed += 1;
         }
         let ident_cut = now - self.config.ident_window_days * DAY_MS;
         for item in self.db.scan_prefix([keys::IDENT]) {
@@ -512,6 +519,12 @@ impl Store {
 
     /// Makes every write so far durable: one atomic batch, then fsync.
     pub fn flush(&self) -> Result<()> {
+        let last = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
+        if last > i64::MIN && self.overlay.pending() > 0 {
+            let mut tx = self.overlay.begin();
+            tx.put(keys::key(keys::META, "last_event_ms"), encode(&last));
+            tx.commit();
+        }
         self.overlay.flush()
     }
 

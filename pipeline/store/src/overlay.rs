@@ -152,6 +152,34 @@ impl Tx<'_> {
         self.writes.push((key, None));
     }
 
+    /// Keys with a prefix as this transaction sees them, in key order.
+    pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            std::collections::BTreeMap::new();
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        let layers = self
+            .guard
+            .pending
+            .iter()
+            .chain(self.writes.iter().map(|(k, v)| (k, v)));
+        for (k, v) in layers {
+            if k.starts_with(prefix) {
+                match v {
+                    Some(v) => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        out.remove(k);
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     pub fn commit(mut self) {
         let writes = std::mem::take(&mut self.writes);
         for (k, v) in writes {

@@ -86,16 +86,30 @@ impl IdentRecord {
     }
 }
 
-/// The sellers whose text fell in a MinHash band bucket.
+/// The sellers (by hash: buckets are read for every listing, and this
+/// keeps them allocation-free) whose text fell in a MinHash band bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BandRecord {
-    pub sellers: Vec<(String, i64)>,
+    pub sellers: Vec<(u64, i64)>,
 }
 
 impl BandRecord {
-    pub fn touch(&mut self, seller: &str, t: i64) {
-        touch(&mut self.sellers, seller, t, 32);
+    pub fn touch(&mut self, seller: u64, t: i64) {
+        if let Some(e) = self.sellers.iter_mut().find(|(s, _)| *s == seller) {
+            e.1 = e.1.max(t);
+        } else {
+            self.sellers.push((seller, t));
+        }
+        if self.sellers.len() > 32 {
+            self.sellers.sort_by_key(|e| std::cmp::Reverse(e.1));
+            self.sellers.truncate(32);
+        }
     }
+}
+
+/// The hash a seller is known by in band buckets.
+pub fn seller_hash(seller: &str) -> u64 {
+    haechi_engine::history::fxhash64(seller.as_bytes())
 }
 
 /// The last prices of a product (a rolling sample): the median of it is the

@@ -12,6 +12,8 @@
 pub mod backtest;
 pub mod input;
 pub mod load;
+pub mod moderators;
 pub mod process;
 pub mod reload;
 pub mod replay;
+pub mod review_api;

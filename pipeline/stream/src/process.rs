@@ -4,12 +4,14 @@ use haechi_engine::{Engine, Listing, Verdict};
 use haechi_store::{Store, StoreError};
 
 /// Pending store writes that trigger a flush.
-pub const FLUSH_EVERY: usize = 20_000;
+pub const FLUSH_EVERY: usize = 50_000;
 
 /// What processing an event produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processed {
     pub verdict: Verdict,
+    /// The verdict as written to outputs (and stored for redeliveries).
+    pub json: String,
     /// The event had been processed before (a replay after a crash, a
     /// redelivery): this is its original verdict and nothing was changed.
     pub duplicate: bool,
@@ -20,28 +22,50 @@ pub struct Processed {
 pub struct Processor<'a> {
     pub engine: &'a Engine,
     pub store: &'a Store,
+    last_flush: std::cell::Cell<std::time::Instant>,
 }
 
-impl Processor<'_> {
+/// Longest time pending writes wait for a flush.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl<'a> Processor<'a> {
+    pub fn new(engine: &'a Engine, store: &'a Store) -> Processor<'a> {
+        Processor {
+            engine,
+            store,
+            last_flush: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
     /// Judges one valid event: idempotency check, analysis, history snapshot
     /// before the decision, the decision, the history update after it.
     pub fn process(&self, listing: &Listing) -> Result<Processed, StoreError> {
-        if let Some(verdict) = self.store.seen(&listing.event_id)? {
+        if let Some((verdict, json)) = self.store.seen_json(&listing.event_id)? {
             return Ok(Processed {
                 verdict,
+                json,
                 duplicate: true,
             });
         }
         let analysis = self.engine.analyze(listing);
         let snapshot = self.store.snapshot(listing, &analysis)?;
         let verdict = self.engine.decide(listing, &analysis, &snapshot);
-        self.store.record(listing, &analysis, &verdict)?;
-        // Bound the memory of pending writes: flush in large atomic batches.
-        if self.store.pending() >= FLUSH_EVERY {
+        let json = serde_json::to_string(&verdict).map_err(|e| StoreError::Corrupt {
+            key: listing.event_id.clone(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .record_with_json(listing, &analysis, &verdict, json.clone())?;
+        // Flush in large atomic batches: when pending writes pile up (bounds
+        // memory) or a second has passed (bounds what a crash can undo).
+        if self.store.pending() >= FLUSH_EVERY || self.last_flush.get().elapsed() >= FLUSH_INTERVAL
+        {
             self.store.flush()?;
+            self.last_flush.set(std::time::Instant::now());
         }
         Ok(Processed {
             verdict,
+            json,
             duplicate: false,
         })
     }

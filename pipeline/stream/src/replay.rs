@@ -123,7 +123,9 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
         match decode_listing(raw, &cfg.limits) {
             Ok(listing) => {
                 let p = proc.process(&listing)?;
-                write_line(&mut out, &p.verdict).map_err(out_err(&cfg.out))?;
+                out.write_all(p.json.as_bytes())
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(out_err(&cfg.out))?;
                 s.verdicts += 1;
                 s.already_processed += u64::from(p.duplicate);
                 s.actions.add(p.verdict.action);

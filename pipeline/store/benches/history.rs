@@ -1,0 +1,88 @@
+//! History read+update cycles (snapshot before the decision, record after
+//! it) against a store already holding 1,000,000 sellers, on one core.
+//!
+//! `cargo bench -p haechi-store --bench history`; also prints the store's
+//! size on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use haechi_engine::rules::Source;
+use haechi_engine::{decode_listing, Engine, Limits, RuleSources};
+use haechi_store::Store;
+use std::path::Path;
+
+const SELLERS: usize = 1_000_000;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut sources = RuleSources::default();
+    for dir in ["ko", "en"] {
+        for e in std::fs::read_dir(root.join("rules").join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            sources.packs.push(Source {
+                path: p.display().to_string(),
+                text: std::fs::read_to_string(&p).unwrap(),
+            });
+        }
+    }
+    let engine = Engine::from_sources(&sources).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+
+    // A million sellers, each with one listing already recorded.
+    let text = std::fs::read_to_string(root.join("fixtures/train.jsonl")).unwrap();
+    let pool: Vec<_> = text
+        .lines()
+        .take(20_000)
+        .map(|l| decode_listing(l.as_bytes(), &Limits::default()).unwrap())
+        .collect();
+    let analyses: Vec<_> = pool.iter().map(|l| engine.analyze(l)).collect();
+    for i in 0..SELLERS {
+        let mut l = pool[i % pool.len()].clone();
+        l.seller_id = format!("seller-{i}");
+        l.event_id = format!("pre-{i}");
+        l.listing_id = format!("pre-{i}");
+        let a = &analyses[i % pool.len()];
+        let v = engine.decide(&l, a, &Default::default());
+        store.record(&l, a, &v).unwrap();
+        if i % 50_000 == 0 {
+            store.flush().unwrap();
+        }
+    }
+    store.flush().unwrap();
+    eprintln!(
+        "store with {SELLERS} sellers: {} MB on disk",
+        store.size_on_disk().unwrap() >> 20
+    );
+
+    let mut n = 0usize;
+    let mut g = c.benchmark_group("history");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    g.bench_function("snapshot_and_record", |b| {
+        b.iter(|| {
+            n += 1;
+            let k = (n * 7919) % pool.len();
+            let mut l = pool[k].clone();
+            l.seller_id = format!("seller-{}", (n * 104_729) % SELLERS);
+            l.event_id = format!("cycle-{n}");
+            let a = &analyses[k];
+            let snap = store.snapshot(&l, a).unwrap();
+            let v = engine.decide(&l, a, &snap);
+            store.record(&l, a, &v).unwrap();
+            if store.pending() >= 50_000 {
+                store.flush().unwrap();
+            }
+        })
+    });
+    g.finish();
+    store.flush().unwrap();
+    eprintln!(
+        "after the cycles: {} MB on disk",
+        store.size_on_disk().unwrap() >> 20
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
