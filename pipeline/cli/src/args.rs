@@ -54,6 +54,131 @@ pub enum Command {
     /// Evaluations on real data.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// The moderators' commands on the review queue.
+    ///
+    /// Works on a store directly (--data-dir, after `haechi replay --data-dir`)
+    /// or through the serving process (--server, `haechi serve` or `haechi run`).
+    /// Every command acts as the moderator whose token is given.
+    Review(ReviewArgs),
+    /// Serve the review queue of a store over HTTP for many moderators.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Work on this store directly (only one process may open it).
+    #[arg(long, value_name = "DIR", conflicts_with = "server", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Work through a serving process, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL", env = "HAECHI_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Your moderator token.
+    #[arg(long, env = "HAECHI_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Moderators file (names and tokens), for --data-dir.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HAECHI_MODERATORS",
+        default_value = "moderators.toml",
+        global = true
+    )]
+    pub moderators: PathBuf,
+    #[command(subcommand)]
+    pub command: ReviewCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Claim the highest-priority case (blocks first, then score, then age) and show it.
+    Next {
+        /// How long the claim holds if you walk away.
+        #[arg(long, default_value_t = 10)]
+        lease_mins: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List cases.
+    List {
+        /// open, claimed or decided.
+        #[arg(long)]
+        status: Option<String>,
+        /// A fraud kind or rule id prefix (prepayment, ko.contact).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        seller: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one case with the matched spans highlighted.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide a case; durable when this reports success.
+    Decide {
+        id: String,
+        /// approve, remove or ban-seller.
+        #[arg(long)]
+        action: String,
+        /// A reason code (see `haechi review reasons`).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a claimed case back to the queue.
+    Release { id: String },
+    /// Queue depth and age, decisions per moderator, precision of flags per rule.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The append-only audit log.
+    Audit {
+        /// The last N entries (0 = all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write decided cases as labeled JSONL for `haechi train`.
+    ExportLabels {
+        #[arg(long, value_name = "FILE.jsonl")]
+        out: PathBuf,
+    },
+    /// The reason codes a decision can carry.
+    Reasons,
+    /// Full-screen queue: the case with highlighted spans, reasons and seller
+    /// history side by side; a approve, r remove, b ban seller, s skip, q quit.
+    Tui,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The store to serve (the process owns it while running).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "HAECHI_LISTEN")]
+    pub listen: String,
+    /// Moderators file (names and tokens).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HAECHI_MODERATORS",
+        default_value = "moderators.toml"
+    )]
+    pub moderators: PathBuf,
+    /// Lease of a claim, in minutes.
+    #[arg(long, default_value_t = 10)]
+    pub lease_mins: i64,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,10 @@
 
 mod args;
 mod replay;
+mod review;
 mod rules;
 mod train;
+mod tui;
 
 use clap::Parser;
 
@@ -19,6 +21,8 @@ fn main() {
         args::Command::Rules(a) => rules::run(a),
         args::Command::Train(a) => train::run(a),
         args::Command::Eval(a) => train::eval(a),
+        args::Command::Review(a) => review::run(a),
+        args::Command::Serve(a) => review::serve(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -8,6 +8,26 @@
 use crate::overlay::Tx;
 use crate::records::SellerRecord;
 use crate::{decode, encode, keys, ms, Result};
+
+// Cases are stored as JSON, not postcard: they embed contract types whose
+// serde attributes skip empty fields, which a non-self-describing format
+// cannot read back. Cases are written once per flagged listing: the cost is
+// irrelevant.
+fn encode_case(c: &Case) -> Vec<u8> {
+    serde_json::to_vec(c).unwrap_or_default()
+}
+
+fn decode_case(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<Case>> {
+    match bytes {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| crate::StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            }),
+    }
+}
 use haechi_engine::{Action, Analysis, Listing, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
@@ -157,7 +177,7 @@ pub(crate) fn open_case(
         queue_key(case.action, case.score, now, &case.id),
         Vec::new(),
     );
-    tx.put(key, encode(&case));
+    tx.put(key, encode_case(&case));
     Ok(())
 }
 
@@ -291,7 +311,7 @@ fn audit(tx: &mut Tx<'_>, entry: AuditEntry) {
 
 fn load(tx: &mut Tx<'_>, id: &str) -> Result<Case> {
     let key = keys::key(keys::CASE, id);
-    decode::<Case>(&key, tx.get(&key)?)?
+    decode_case(&key, tx.get(&key)?)?
         .ok_or_else(|| crate::StoreError::Review(ReviewError::NotFound(id.to_owned()).to_string()))
 }
 
@@ -303,14 +323,14 @@ impl crate::Store {
     /// One case.
     pub fn case(&self, id: &str) -> Result<Option<Case>> {
         let key = keys::key(keys::CASE, id);
-        decode(&key, self.overlay.get(&key)?)
+        decode_case(&key, self.overlay.get(&key)?)
     }
 
     /// Cases matching a filter, highest priority first for open ones.
     pub fn cases(&self, f: &CaseFilter, now: i64) -> Result<Vec<Case>> {
         let mut out = Vec::new();
         for (k, v) in self.overlay.scan_prefix(&[keys::CASE])? {
-            let Some(case) = decode::<Case>(&k, Some(v))? else {
+            let Some(case) = decode_case(&k, Some(v))? else {
                 continue;
             };
             let status = match (&case.status, case.held(now)) {
@@ -354,7 +374,7 @@ impl crate::Store {
                 by: moderator.to_owned(),
                 until: now + lease_ms,
             };
-            tx.put(keys::key(keys::CASE, &id), encode(&case));
+            tx.put(keys::key(keys::CASE, &id), encode_case(&case));
             let seq = next_seq(&mut tx)?;
             audit(
                 &mut tx,
@@ -401,7 +421,7 @@ impl crate::Store {
             by: moderator.to_owned(),
             until: now + lease_ms,
         };
-        tx.put(keys::key(keys::CASE, id), encode(&case));
+        tx.put(keys::key(keys::CASE, id), encode_case(&case));
         let seq = next_seq(&mut tx)?;
         audit(
             &mut tx,
@@ -435,7 +455,7 @@ impl crate::Store {
             }
         }
         case.status = Status::Open;
-        tx.put(keys::key(keys::CASE, id), encode(&case));
+        tx.put(keys::key(keys::CASE, id), encode_case(&case));
         let seq = next_seq(&mut tx)?;
         audit(
             &mut tx,
@@ -507,7 +527,7 @@ impl crate::Store {
         };
         case.status = Status::Decided;
         case.decision = Some(decision.clone());
-        tx.put(keys::key(keys::CASE, id), encode(&case));
+        tx.put(keys::key(keys::CASE, id), encode_case(&case));
         tx.remove(queue_key(
             case.action,
             case.score,
