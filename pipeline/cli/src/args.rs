@@ -62,6 +62,68 @@ pub enum Command {
     Review(ReviewArgs),
     /// Serve the review queue of a store over HTTP for many moderators.
     Serve(ServeArgs),
+    /// The Kafka stream deployment: consume `listings`, produce verdicts.
+    ///
+    /// Joins the consumer group, judges every listing event with the same
+    /// engine as replay, produces one verdict per valid event to
+    /// `listing-verdicts` and every invalid message to `listings-dlq`, applies
+    /// moderator decisions from `moderation-decisions` to seller history, and
+    /// opens a review case for every review/block verdict. An offset is
+    /// committed only after its verdict is delivered and its history and
+    /// review writes are durable (at-least-once; redeliveries are idempotent
+    /// by event_id). Seller state follows its partition through the
+    /// `haechi-changelog` topic, so several instances can share the work.
+    ///
+    /// Serves /metrics (Prometheus), /healthz, /readyz and, with moderators,
+    /// the review API. SIGTERM/SIGINT: stop fetching, finish in-flight
+    /// events, commit, exit 0 (3 if the drain exceeds shutdown.timeout_secs).
+    ///
+    /// Every setting is in the config file (see haechi.example.toml) and can
+    /// be overridden by HAECHI_<SECTION>__<KEY>, e.g. HAECHI_KAFKA__BROKERS.
+    Run(RunArgs),
+    /// Kafka helpers for operators: produce a JSONL file, read a topic.
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KafkaCommand {
+    /// Produce a JSONL file to a topic, one message per line, key = seller_id.
+    Produce {
+        /// The file (`-` for stdin).
+        file: PathBuf,
+        #[arg(long, default_value = "listings")]
+        topic: String,
+        #[arg(long, default_value = "127.0.0.1:9092", env = "HAECHI_KAFKA__BROKERS")]
+        brokers: String,
+        /// Messages per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Print a topic's messages (payloads, one per line) from the beginning.
+    Consume {
+        #[arg(default_value = "listing-verdicts")]
+        topic: String,
+        #[arg(long, default_value = "127.0.0.1:9092", env = "HAECHI_KAFKA__BROKERS")]
+        brokers: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop when nothing arrived for this long.
+        #[arg(long, default_value_t = 3.0)]
+        idle_secs: f64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML; see haechi.example.toml). Without it, the
+    /// defaults and the environment's HAECHI_<SECTION>__<KEY> overrides.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (file + environment) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod args;
 mod replay;
 mod review;
 mod rules;
+mod run;
 mod train;
 mod tui;
 
@@ -15,7 +16,12 @@ use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
-    init_logging(&cli.log);
+    if let args::Command::Run(a) = &cli.command {
+        // `haechi run` takes its logging from its configuration.
+        let code = run::run(a, &cli.log);
+        std::process::exit(code);
+    }
+    init_logging(&cli.log.log_level, cli.log.log_json);
     let result = match cli.command {
         args::Command::Replay(a) => replay::run(a),
         args::Command::Rules(a) => rules::run(a),
@@ -23,6 +29,8 @@ fn main() {
         args::Command::Eval(a) => train::eval(a),
         args::Command::Review(a) => review::run(a),
         args::Command::Serve(a) => review::serve(a),
+        args::Command::Run(_) => Ok(0),
+        args::Command::Kafka(c) => run::kafka(c),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -33,14 +41,13 @@ fn main() {
     }
 }
 
-fn init_logging(log: &args::LogArgs) {
+pub(crate) fn init_logging(level: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HAECHI_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(log.log_level.as_str()));
+    let filter = EnvFilter::try_from_env("HAECHI_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if log.log_json {
+    if json {
         builder.json().init();
     } else {
         builder.compact().init();

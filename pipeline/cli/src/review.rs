@@ -541,7 +541,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<i32> {
             a.data_dir.display(),
             listener.local_addr()?
         );
-        axum::serve(listener, router(state.clone()))
+        axum::serve(
+            listener,
+            router(state.clone()).route("/healthz", axum::routing::get(|| async { "ok" })),
+        )
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -26,6 +26,7 @@
 //! keep a bounded number of sellers; [`Store::compact`] drops idempotency
 //! records, index entries and price samples older than the retention.
 
+pub mod changelog;
 pub mod overlay;
 pub mod records;
 pub mod review;
@@ -418,29 +419,36 @@ impl Store {
     /// so the next listing reaching the buyer through them is caught.
     pub fn apply_decision(&self, listing_id: &str, seller_id: &str, fraud: bool) -> Result<()> {
         let mut tx = self.overlay.begin();
-        let seller_key = keys::key(keys::SELLER, seller_id);
-        let mut s: SellerRecord = decode(&seller_key, tx.get(&seller_key)?)?.unwrap_or_default();
-        if fraud {
-            s.confirmed_fraud += 1;
-        } else {
-            s.cleared += 1;
-        }
-        tx.put(seller_key, encode(&s));
-        if fraud {
-            let lk = keys::key(keys::LISTING, listing_id);
-            if let Some(l) = decode::<ListingRecord>(&lk, tx.get(&lk)?)? {
-                for ident in &l.idents {
-                    let k = keys::key(keys::IDENT, ident);
-                    let mut rec: IdentRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
-                    if !rec.fraud_sellers.iter().any(|x| x == seller_id) {
-                        rec.fraud_sellers.push(seller_id.to_owned());
-                    }
-                    tx.put(k, encode(&rec));
-                }
-            }
-        }
+        decision_writes(&mut tx, listing_id, seller_id, fraud)?;
         tx.commit();
         Ok(())
+    }
+
+    /// [`Store::apply_decision`] at most once per `decision_id` (a decision
+    /// redelivered from Kafka after a crash is not counted twice). Returns
+    /// whether it was applied now.
+    pub fn apply_decision_once(
+        &self,
+        decision_id: &str,
+        listing_id: &str,
+        seller_id: &str,
+        fraud: bool,
+    ) -> Result<bool> {
+        let key = keys::key(keys::EVENT, &format!("decision:{decision_id}"));
+        let mut tx = self.overlay.begin();
+        if tx.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        decision_writes(&mut tx, listing_id, seller_id, fraud)?;
+        tx.put(
+            key,
+            encode(&EventRecord {
+                at: self.last_event.load(std::sync::atomic::Ordering::Relaxed),
+                verdict_json: String::new(),
+            }),
+        );
+        tx.commit();
+        Ok(true)
     }
 
     /// The latest event time recorded (drives retention in replays).
@@ -562,4 +570,35 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: Option<Vec<u8>>) ->
                 message: e.to_string(),
             }),
     }
+}
+
+/// The history writes of a moderator's decision (see [`Store::apply_decision`]).
+fn decision_writes(
+    tx: &mut overlay::Tx<'_>,
+    listing_id: &str,
+    seller_id: &str,
+    fraud: bool,
+) -> Result<()> {
+    let seller_key = keys::key(keys::SELLER, seller_id);
+    let mut s: SellerRecord = decode(&seller_key, tx.get(&seller_key)?)?.unwrap_or_default();
+    if fraud {
+        s.confirmed_fraud += 1;
+    } else {
+        s.cleared += 1;
+    }
+    tx.put(seller_key, encode(&s));
+    if fraud {
+        let lk = keys::key(keys::LISTING, listing_id);
+        if let Some(l) = decode::<ListingRecord>(&lk, tx.get(&lk)?)? {
+            for ident in &l.idents {
+                let k = keys::key(keys::IDENT, ident);
+                let mut rec: IdentRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                if !rec.fraud_sellers.iter().any(|x| x == seller_id) {
+                    rec.fraud_sellers.push(seller_id.to_owned());
+                }
+                tx.put(k, encode(&rec));
+            }
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,20 @@ struct Inner {
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Read from (or flushed to) sled.
     cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Committed writes not yet taken by [`Overlay::take_journal`], when
+    /// change capture is on (the Kafka changelog).
+    journal: Option<Vec<Change>>,
+}
+
+/// A committed write, as change capture records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    /// `None`: the key was removed.
+    pub value: Option<Vec<u8>>,
+    /// The thread that committed it (the Kafka loop tells its own event
+    /// writes from a moderator's, made through the HTTP API).
+    pub thread: std::thread::ThreadId,
 }
 
 #[derive(Debug)]
@@ -71,7 +85,36 @@ impl Overlay {
             guard: lock(&self.inner),
             db: &self.db,
             writes: Vec::new(),
+            journaled: true,
         }
+    }
+
+    /// [`Overlay::begin`] for writes change capture must not see (state
+    /// restored FROM the changelog).
+    pub fn begin_unjournaled(&self) -> Tx<'_> {
+        Tx {
+            journaled: false,
+            ..self.begin()
+        }
+    }
+
+    /// Turns change capture on: every committed write is also kept for
+    /// [`Overlay::take_journal`].
+    pub fn enable_journal(&self) {
+        let mut inner = lock(&self.inner);
+        if inner.journal.is_none() {
+            inner.journal = Some(Vec::new());
+        }
+    }
+
+    /// The writes committed since the last call, in commit order (empty
+    /// when change capture is off).
+    pub fn take_journal(&self) -> Vec<Change> {
+        lock(&self.inner)
+            .journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Number of pending writes.
@@ -134,6 +177,7 @@ pub struct Tx<'a> {
     guard: MutexGuard<'a, Inner>,
     db: &'a sled::Db,
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    journaled: bool,
 }
 
 impl Tx<'_> {
@@ -182,6 +226,14 @@ impl Tx<'_> {
 
     pub fn commit(mut self) {
         let writes = std::mem::take(&mut self.writes);
+        if let Some(journal) = self.guard.journal.as_mut().filter(|_| self.journaled) {
+            let thread = std::thread::current().id();
+            journal.extend(writes.iter().map(|(k, v)| Change {
+                key: k.clone(),
+                value: v.clone(),
+                thread,
+            }));
+        }
         for (k, v) in writes {
             self.guard.pending.insert(k, v);
         }

@@ -13,7 +13,7 @@ use crate::{decode, encode, keys, ms, Result};
 // serde attributes skip empty fields, which a non-self-describing format
 // cannot read back. Cases are written once per flagged listing: the cost is
 // irrelevant.
-fn encode_case(c: &Case) -> Vec<u8> {
+pub(crate) fn encode_case(c: &Case) -> Vec<u8> {
     serde_json::to_vec(c).unwrap_or_default()
 }
 

@@ -5,12 +5,13 @@
 //!
 //! * [`replay`]: a JSONL file in, a verdict file and a dead-letter file out,
 //!   offline, in input order. Every production decision can be replayed.
-//! * the Kafka deployment (`haechi run`).
+//! * [`kafka`]: the Kafka deployment (`haechi run`).
 //!
 //! [`load`] reads rule packs, lists, policy and models from disk for both.
 
 pub mod backtest;
 pub mod input;
+pub mod kafka;
 pub mod load;
 pub mod moderators;
 pub mod process;

@@ -15,6 +15,21 @@ pub struct Processed {
     /// The event had been processed before (a replay after a crash, a
     /// redelivery): this is its original verdict and nothing was changed.
     pub duplicate: bool,
+    /// Time spent in each stage (zero for duplicates).
+    pub timings: StageTimes,
+}
+
+/// Where an event's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Normalization, rules, extractors, model features and score.
+    pub analyze: std::time::Duration,
+    /// Reading the seller's history snapshot.
+    pub history: std::time::Duration,
+    /// The policy's decision.
+    pub decide: std::time::Duration,
+    /// Recording the event (history update, review case, idempotency).
+    pub record: std::time::Duration,
 }
 
 /// The engine and the store, wired together.
@@ -23,6 +38,9 @@ pub struct Processor<'a> {
     pub engine: &'a Engine,
     pub store: &'a Store,
     last_flush: std::cell::Cell<std::time::Instant>,
+    /// Flush on its own (replay); off when the caller orders flushes (the
+    /// Kafka loop flushes only after its outputs are delivered).
+    auto_flush: bool,
 }
 
 /// Longest time pending writes wait for a flush.
@@ -34,6 +52,15 @@ impl<'a> Processor<'a> {
             engine,
             store,
             last_flush: std::cell::Cell::new(std::time::Instant::now()),
+            auto_flush: true,
+        }
+    }
+
+    /// A processor that never flushes the store itself.
+    pub fn manual_flush(engine: &'a Engine, store: &'a Store) -> Processor<'a> {
+        Processor {
+            auto_flush: false,
+            ..Processor::new(engine, store)
         }
     }
 
@@ -45,20 +72,33 @@ impl<'a> Processor<'a> {
                 verdict,
                 json,
                 duplicate: true,
+                timings: StageTimes::default(),
             });
         }
+        let t0 = std::time::Instant::now();
         let analysis = self.engine.analyze(listing);
+        let t1 = std::time::Instant::now();
         let snapshot = self.store.snapshot(listing, &analysis)?;
+        let t2 = std::time::Instant::now();
         let verdict = self.engine.decide(listing, &analysis, &snapshot);
+        let t3 = std::time::Instant::now();
         let json = serde_json::to_string(&verdict).map_err(|e| StoreError::Corrupt {
             key: listing.event_id.clone(),
             message: e.to_string(),
         })?;
         self.store
             .record_with_json(listing, &analysis, &verdict, json.clone())?;
+        let timings = StageTimes {
+            analyze: t1 - t0,
+            history: t2 - t1,
+            decide: t3 - t2,
+            record: t3.elapsed(),
+        };
         // Flush in large atomic batches: when pending writes pile up (bounds
         // memory) or a second has passed (bounds what a crash can undo).
-        if self.store.pending() >= FLUSH_EVERY || self.last_flush.get().elapsed() >= FLUSH_INTERVAL
+        if self.auto_flush
+            && (self.store.pending() >= FLUSH_EVERY
+                || self.last_flush.get().elapsed() >= FLUSH_INTERVAL)
         {
             self.store.flush()?;
             self.last_flush.set(std::time::Instant::now());
@@ -67,6 +107,7 @@ impl<'a> Processor<'a> {
             verdict,
             json,
             duplicate: false,
+            timings,
         })
     }
 }

@@ -226,7 +226,7 @@ async fn reasons() -> Json<&'static [&'static str]> {
     Json(REASON_CODES)
 }
 
-/// The review routes, under `/v1`.
+/// The review routes, under `/v1` (the caller adds its own `/healthz`).
 pub fn router(state: ReviewState) -> Router {
     Router::new()
         .route("/v1/cases", get(list))
@@ -239,6 +239,5 @@ pub fn router(state: ReviewState) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/export-labels", get(export))
         .route("/v1/reason-codes", get(reasons))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }

@@ -1,0 +1,340 @@
+//! Change capture and restore: how seller state follows its Kafka partition.
+//!
+//! With change capture on ([`Store::enable_changelog`]), every write the
+//! store commits is also kept in a journal. The Kafka loop takes it after
+//! each event ([`Store::take_changes`]) and produces the changes to the
+//! changelog topic's partition with the event's partition number. The
+//! instance that is assigned a partition reads that changelog partition
+//! from its checkpoint on and applies it ([`Store::restore`]) before it
+//! judges the partition's first event.
+//!
+//! Restoring must not depend on the order in which partitions are restored,
+//! because some records are shared between partitions (an identifier used by
+//! sellers of two partitions, a product's usual price) and a moderator's
+//! action may be replicated to several partitions. So a restored record is
+//! MERGED with the local one wherever the record allows it:
+//!
+//! * seller history: counters take the maximum, times the min/max, recent
+//!   listing times and categories the union — counters only grow, so the
+//!   maximum is the most recent truth;
+//! * identifier, near-duplicate and price records: the union of their
+//!   sellers / samples, bounded as on the write path;
+//! * review cases: the most advanced status wins (decided, then the latest
+//!   claim, then open), and the queue index is rebuilt from the merged case;
+//! * listing state and idempotency records: the restored value (they are
+//!   written only by the partition's own events, in order).
+//!
+//! The audit log and the store's meta records are per instance and are not
+//! replicated.
+
+use crate::overlay::{Change, Tx};
+use crate::records::*;
+use crate::review::{encode_case, queue_key, Case, Status};
+use crate::{decode, encode, keys, Result, Store, StoreError};
+
+/// A change as it travels through the changelog: the store key and the new
+/// value (`None`: removed).
+pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
+/// Keyspaces that follow a partition through the changelog.
+fn replicated(key: &[u8]) -> bool {
+    matches!(
+        key.first(),
+        Some(
+            &(keys::SELLER
+                | keys::LISTING
+                | keys::EVENT
+                | keys::IDENT
+                | keys::BAND
+                | keys::PRICE
+                | keys::CASE)
+        )
+    )
+}
+
+fn checkpoint_key(partition: i32) -> Vec<u8> {
+    keys::key(keys::META, &format!("changelog/{partition}"))
+}
+
+fn corrupt(key: &[u8], message: String) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    }
+}
+
+/// The changes taken from the journal, split by who made them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TakenChanges {
+    /// Made by the calling thread (the Kafka loop's events and decisions).
+    pub own: Vec<KeyValue>,
+    /// Made by other threads (moderators through the HTTP API).
+    pub other: Vec<KeyValue>,
+}
+
+/// Keeps the last change of each key, in the order of those last changes.
+fn last_per_key(changes: Vec<Change>) -> Vec<Change> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Change> = changes
+        .into_iter()
+        .rev()
+        .filter(|c| seen.insert(c.key.clone()))
+        .collect();
+    out.reverse();
+    out
+}
+
+impl Store {
+    /// Turns change capture on (see the module documentation).
+    pub fn enable_changelog(&self) {
+        self.overlay.enable_journal();
+    }
+
+    /// The replicated changes committed since the last call, the last one of
+    /// each key only.
+    pub fn take_changes(&self) -> TakenChanges {
+        let me = std::thread::current().id();
+        let mut taken = TakenChanges::default();
+        for c in last_per_key(self.overlay.take_journal()) {
+            if !replicated(&c.key) {
+                continue;
+            }
+            if c.thread == me {
+                taken.own.push((c.key, c.value));
+            } else {
+                taken.other.push((c.key, c.value));
+            }
+        }
+        taken
+    }
+
+    /// The last changelog offset applied to (or produced from) this store
+    /// for a partition.
+    pub fn changelog_checkpoint(&self, partition: i32) -> Result<Option<i64>> {
+        self.get(&checkpoint_key(partition))
+    }
+
+    /// Records that the changelog of `partition` is in this store up to
+    /// `offset` (durable at the next flush, with the writes it covers).
+    pub fn set_changelog_checkpoint(&self, partition: i32, offset: i64) -> Result<()> {
+        let key = checkpoint_key(partition);
+        let mut tx = self.overlay.begin_unjournaled();
+        let old: Option<i64> = decode(&key, tx.get(&key)?)?;
+        if old.is_none_or(|o| o < offset) {
+            tx.put(key, encode(&offset));
+            tx.commit();
+        }
+        Ok(())
+    }
+
+    /// Applies changes read from a partition's changelog, merging shared
+    /// records, and moves the partition's checkpoint to `offset`. Restored
+    /// writes are not captured again.
+    pub fn restore(&self, changes: &[KeyValue], partition: i32, offset: i64) -> Result<()> {
+        let mut tx = self.overlay.begin_unjournaled();
+        for (key, value) in changes {
+            if !replicated(key) {
+                continue;
+            }
+            let Some(value) = value else {
+                tx.remove(key.clone());
+                continue;
+            };
+            match key.first().copied() {
+                Some(keys::SELLER) => {
+                    let theirs: SellerRecord = decode_one(key, value)?;
+                    let merged = match decode::<SellerRecord>(key, tx.get(key)?)? {
+                        Some(ours) => merge_seller(ours, theirs),
+                        None => theirs,
+                    };
+                    tx.put(key.clone(), encode(&merged));
+                }
+                Some(keys::IDENT) => {
+                    let theirs: IdentRecord = decode_one(key, value)?;
+                    let mut ours: IdentRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
+                    for (s, t) in &theirs.sellers {
+                        ours.touch(s, *t);
+                    }
+                    for s in theirs.fraud_sellers {
+                        if !ours.fraud_sellers.contains(&s) {
+                            ours.fraud_sellers.push(s);
+                        }
+                    }
+                    tx.put(key.clone(), encode(&ours));
+                }
+                Some(keys::BAND) => {
+                    let theirs: BandRecord = decode_one(key, value)?;
+                    let mut ours: BandRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
+                    for (s, t) in theirs.sellers {
+                        ours.touch(s, t);
+                    }
+                    tx.put(key.clone(), encode(&ours));
+                }
+                Some(keys::PRICE) => {
+                    let theirs: PriceRecord = decode_one(key, value)?;
+                    let ours: PriceRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
+                    tx.put(key.clone(), encode(&merge_prices(ours, theirs)));
+                }
+                Some(keys::CASE) => restore_case(&mut tx, key, value)?,
+                _ => tx.put(key.clone(), value.clone()),
+            }
+        }
+        let ck = checkpoint_key(partition);
+        tx.put(ck, encode(&offset));
+        tx.commit();
+        Ok(())
+    }
+}
+
+fn decode_one<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
+    decode(key, Some(value.to_vec()))?.ok_or_else(|| corrupt(key, "empty record".into()))
+}
+
+/// Field-wise merge of two views of one seller (see the module docs).
+pub fn merge_seller(a: SellerRecord, b: SellerRecord) -> SellerRecord {
+    let mut recent = a.recent.clone();
+    for t in &b.recent {
+        if !recent.contains(t) {
+            recent.push(*t);
+        }
+    }
+    recent.sort_unstable();
+    let mut categories = a.categories.clone();
+    for c in b.categories {
+        if !categories.contains(&c) && categories.len() < 64 {
+            categories.push(c);
+        }
+    }
+    let mut merged = SellerRecord {
+        first_seen: a.first_seen.min(b.first_seen),
+        last_seen: a.last_seen.max(b.last_seen),
+        joined_at: a.joined_at.or(b.joined_at),
+        recent: Vec::new(),
+        total: a.total.max(b.total),
+        categories,
+        reviewed: a.reviewed.max(b.reviewed),
+        blocked: a.blocked.max(b.blocked),
+        confirmed_fraud: a.confirmed_fraud.max(b.confirmed_fraud),
+        cleared: a.cleared.max(b.cleared),
+    };
+    // Re-apply the window and the cap exactly as the write path does.
+    if let Some((&last, rest)) = recent.split_last() {
+        merged.recent = rest.to_vec();
+        merged.add_recent(last);
+    }
+    merged
+}
+
+fn merge_prices(a: PriceRecord, b: PriceRecord) -> PriceRecord {
+    let mut samples = a.samples;
+    for s in b.samples {
+        if !samples.contains(&s) {
+            samples.push(s);
+        }
+    }
+    samples.sort_by_key(|s| s.1);
+    let excess = samples.len().saturating_sub(PRICE_SAMPLES);
+    samples.drain(..excess);
+    PriceRecord { samples }
+}
+
+/// How far a case has come: decided beats claimed beats open.
+fn rank(c: &Case) -> (u8, i64) {
+    match &c.status {
+        Status::Open => (0, 0),
+        Status::Claimed { until, .. } => (1, *until),
+        Status::Decided => (2, 0),
+    }
+}
+
+fn restore_case(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<()> {
+    let theirs: Case = serde_json::from_slice(value).map_err(|e| corrupt(key, e.to_string()))?;
+    let ours: Option<Case> = match tx.get(key)? {
+        Some(v) => Some(serde_json::from_slice(&v).map_err(|e| corrupt(key, e.to_string()))?),
+        None => None,
+    };
+    let case = match ours {
+        Some(ours) if rank(&ours) >= rank(&theirs) => ours,
+        _ => theirs,
+    };
+    let qk = queue_key(case.action, case.score, case.created_at, &case.id);
+    if case.status == Status::Decided {
+        tx.remove(qk);
+    } else {
+        tx.put(qk, Vec::new());
+    }
+    tx.put(key.to_vec(), encode_case(&case));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seller(total: u32, recent: &[i64], fraud: u32) -> SellerRecord {
+        SellerRecord {
+            first_seen: recent.first().copied().unwrap_or(0),
+            last_seen: recent.last().copied().unwrap_or(0),
+            recent: recent.to_vec(),
+            total,
+            confirmed_fraud: fraud,
+            ..SellerRecord::default()
+        }
+    }
+
+    #[test]
+    fn seller_merge_is_order_independent_and_idempotent() {
+        let a = seller(3, &[10, 20, 30], 0);
+        let b = seller(4, &[10, 20, 30, 40], 1);
+        let ab = merge_seller(a.clone(), b.clone());
+        assert_eq!(ab, merge_seller(b.clone(), a.clone()));
+        assert_eq!(ab, merge_seller(ab.clone(), b.clone()));
+        assert_eq!(ab.total, 4);
+        assert_eq!(ab.recent, vec![10, 20, 30, 40]);
+        assert_eq!(ab.confirmed_fraud, 1);
+        assert_eq!((ab.first_seen, ab.last_seen), (10, 40));
+    }
+
+    #[test]
+    fn take_changes_keeps_the_last_write_of_each_replicated_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.enable_changelog();
+        let mut tx = store.overlay.begin();
+        tx.put(keys::key(keys::SELLER, "s1"), vec![1]);
+        tx.put(keys::key(keys::SELLER, "s1"), vec![2]);
+        tx.put(keys::key(keys::AUDIT, "1"), vec![3]);
+        tx.remove(keys::key(keys::LISTING, "l1"));
+        tx.commit();
+        let other = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut tx = store.overlay.begin();
+                tx.put(keys::key(keys::CASE, "e1"), vec![4]);
+                tx.commit();
+            })
+            .join()
+            .unwrap();
+            store.take_changes()
+        });
+        assert_eq!(
+            other.own,
+            vec![
+                (keys::key(keys::SELLER, "s1"), Some(vec![2])),
+                (keys::key(keys::LISTING, "l1"), None),
+            ]
+        );
+        assert_eq!(
+            other.other,
+            vec![(keys::key(keys::CASE, "e1"), Some(vec![4]))]
+        );
+        assert_eq!(store.take_changes(), TakenChanges::default());
+        // Restored writes are not captured again, and move the checkpoint.
+        store
+            .restore(&[(keys::key(keys::EVENT, "x"), Some(vec![9]))], 3, 41)
+            .unwrap();
+        assert_eq!(store.take_changes(), TakenChanges::default());
+        assert_eq!(store.changelog_checkpoint(3).unwrap(), Some(41));
+        store.set_changelog_checkpoint(3, 40).unwrap();
+        assert_eq!(store.changelog_checkpoint(3).unwrap(), Some(41));
+    }
+}

@@ -1,0 +1,94 @@
+//! Observability of `haechi run`: the Prometheus recorder, the metric
+//! names, and the health state the HTTP endpoints report.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+/// Events consumed, by topic.
+pub const EVENTS_IN: &str = "haechi_events_in_total";
+/// Verdicts produced, by action (`allow`, `review`, `block`).
+pub const VERDICTS: &str = "haechi_verdicts_total";
+/// Events that had been processed before (redeliveries), answered with
+/// their original verdict.
+pub const DUPLICATES: &str = "haechi_duplicate_events_total";
+/// Messages sent to the dead-letter topic, by code.
+pub const DEAD_LETTERS: &str = "haechi_dead_letters_total";
+/// Moderator decisions applied to seller history (`applied` = new).
+pub const DECISIONS: &str = "haechi_decisions_total";
+/// Consumer lag per topic and partition (from librdkafka's statistics).
+pub const LAG: &str = "haechi_consumer_lag";
+/// Seconds per stage: analyze, history, decide, record (per event);
+/// deliver, flush, commit (per batch); restore (per partition).
+pub const STAGE: &str = "haechi_stage_seconds";
+/// Events per batch.
+pub const BATCH: &str = "haechi_batch_events";
+/// Rule hits, by rule id.
+pub const RULE_HITS: &str = "haechi_rule_hits_total";
+/// 1, labelled with the running rules and model versions.
+pub const VERSIONS: &str = "haechi_versions_info";
+/// Records written to the changelog topic.
+pub const CHANGELOG_OUT: &str = "haechi_changelog_records_total";
+/// Changelog records applied when a partition was assigned.
+pub const RESTORED: &str = "haechi_restored_records_total";
+/// Produce attempts that failed and were retried.
+pub const PRODUCE_RETRIES: &str = "haechi_produce_retries_total";
+/// Partitions this instance owns.
+pub const PARTITIONS: &str = "haechi_assigned_partitions";
+
+/// Installs the global Prometheus recorder (once per process).
+pub fn install() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(STAGE.into()),
+            &[
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BATCH.into()),
+                &[1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+/// What the loop tells the health endpoints.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set by SIGTERM/SIGINT: stop fetching and drain.
+    pub stopping: AtomicBool,
+    /// Subscribed and every assigned partition restored.
+    pub ready: AtomicBool,
+    /// When the loop last went round (ms since the epoch).
+    pub heartbeat_ms: AtomicI64,
+}
+
+/// The loop is considered stuck past this.
+pub const STUCK_MS: i64 = 60_000;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Health {
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Alive: the loop went round recently.
+    pub fn live(&self) -> bool {
+        now_ms() - self.heartbeat_ms.load(Ordering::Relaxed) < STUCK_MS
+    }
+
+    /// Ready: alive, partitions restored, not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.live() && self.ready.load(Ordering::Relaxed) && !self.stopping()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}

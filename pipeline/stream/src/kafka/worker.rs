@@ -1,0 +1,809 @@
+//! The consumer loop of `haechi run`, on its own thread (CPU work stays off
+//! the async runtime, which only serves HTTP and signals).
+//!
+//! One round:
+//!
+//! 1. **collect** up to `batch.max_events` messages (or what arrives within
+//!    `batch.max_wait_ms`); rebalance callbacks fire inside `poll`: a revoked
+//!    partition's collected-but-unjudged messages are dropped (they were
+//!    never stored for commit, so the new owner gets them), an assigned
+//!    partition's seller state is restored from the changelog before any of
+//!    its events is judged;
+//! 2. **judge** every message in partition order: listings through the
+//!    same [`Processor`] as replay, decisions into history, bad bytes to the
+//!    dead-letter topic; the store's change capture is taken after each
+//!    message and grouped by its partition;
+//! 3. **deliver** verdicts, dead letters and changelog records, and wait for
+//!    every delivery report (failed ones are produced again, the same bytes);
+//! 4. **flush** the store (one atomic sled batch, fsync);
+//! 5. **store the offsets** of the batch for the next commit.
+//!
+//! An offset is therefore committed only when its event's verdict, its
+//! changelog and its history and review writes are all durable. A crash at
+//! any point redelivers events from the last commit; the store (restored
+//! from the changelog on another instance) knows them by event id and
+//! re-emits their original verdicts without counting anything twice.
+
+use super::config::RunConfig;
+use super::obs::{self, Health};
+use crate::process::{Processed, Processor};
+use crate::reload::{ReloadOutcome, Reloader};
+use haechi_engine::{decode_listing, DeadLetter, InvalidEvent, Limits, ReasonSource, SourcePos};
+use haechi_store::changelog::KeyValue;
+use haechi_store::{Store, StoreError};
+use metrics::{counter, gauge, histogram};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The key of the marker a restoring instance writes to a changelog
+/// partition to know where its end is (store keys never start with 0xff).
+const MARKER_KEY: &[u8] = b"\xffhaechi-restore-marker";
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "shutdown timed out after {0:?} with deliveries outstanding; the uncommitted events will be redelivered"
+    )]
+    ShutdownTimeout(Duration),
+    #[error("restoring partition {partition} of the changelog: {message}")]
+    Restore { partition: i32, message: String },
+}
+
+/// A rebalance, as the context saw it inside `poll`.
+#[derive(Debug)]
+enum Rebalanced {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// The consumer's context: records rebalances for the loop, commits what
+/// is durable before partitions are revoked, and turns librdkafka's
+/// statistics into the lag gauges.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    events: Mutex<Vec<Rebalanced>>,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    gauge!(obs::LAG, "topic" => topic.clone(), "partition" => p.to_string())
+                        .set(part.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Every stored offset is durable (see the module docs): commit
+            // them before the partitions go, so the next owner starts there.
+            commit_sync(consumer);
+            tracing::info!(partitions = ?partitions(tpl), "partitions revoked");
+            lock(&self.events).push(Rebalanced::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = ?partitions(tpl), "partitions assigned");
+            lock(&self.events).push(Rebalanced::Assigned(partitions(tpl)));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Commits the stored offsets; "nothing to commit" is not an error.
+fn commit_sync<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    let t = Instant::now();
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "commit failed; the events will be redelivered"),
+    }
+    histogram!(obs::STAGE, "stage" => "commit").record(t.elapsed().as_secs_f64());
+}
+
+/// A message to produce, kept whole so a failed delivery can be retried.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    topic: String,
+    partition: Option<i32>,
+    key: Vec<u8>,
+    /// `None`: a tombstone (a removed store key in the changelog).
+    payload: Option<Vec<u8>>,
+}
+
+/// The loop's parts.
+pub struct Worker<'a> {
+    cfg: &'a RunConfig,
+    consumer: BaseConsumer<Ctx>,
+    producer: FutureProducer,
+    restorer: BaseConsumer,
+    store: &'a Store,
+    reloader: &'a Reloader,
+    health: &'a Health,
+    rt: tokio::runtime::Handle,
+    limits: Limits,
+    /// Listings partitions this instance owns and has restored.
+    owned: BTreeSet<i32>,
+    /// When a shutdown was requested: bounds every wait after it.
+    stop_deadline: Option<Instant>,
+    /// Events judged (not counting redeliveries).
+    pub events: u64,
+}
+
+impl std::fmt::Debug for Worker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("owned", &self.owned)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+fn client_config(cfg: &RunConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("client.id", &cfg.kafka.client_id);
+    c
+}
+
+fn with_properties(mut c: ClientConfig, cfg: &RunConfig) -> ClientConfig {
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl<'a> Worker<'a> {
+    pub fn new(
+        cfg: &'a RunConfig,
+        store: &'a Store,
+        reloader: &'a Reloader,
+        health: &'a Health,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Worker<'a>, WorkerError> {
+        let k = &cfg.kafka;
+        let consumer: BaseConsumer<Ctx> = with_properties(
+            {
+                let mut c = client_config(cfg);
+                c.set("group.id", &k.group_id)
+                    .set("enable.auto.commit", "true")
+                    .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
+                    .set("enable.auto.offset.store", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", k.session_timeout_ms.to_string())
+                    .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string())
+                    // listings and decisions are co-partitioned: the range
+                    // assignor gives partition p of both to the same instance.
+                    .set("partition.assignment.strategy", "range")
+                    .set("statistics.interval.ms", "5000");
+                c
+            },
+            cfg,
+        )
+        .create_with_context(Ctx::default())?;
+        let producer: FutureProducer = with_properties(
+            {
+                let mut c = client_config(cfg);
+                c.set("message.timeout.ms", k.message_timeout_ms.to_string())
+                    .set("linger.ms", "2");
+                c
+            },
+            cfg,
+        )
+        .create()?;
+        let restorer: BaseConsumer = {
+            let mut c = client_config(cfg);
+            c.set("group.id", format!("{}-restore", k.group_id))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest");
+            c.create()?
+        };
+        let w = Worker {
+            cfg,
+            consumer,
+            producer,
+            restorer,
+            store,
+            reloader,
+            health,
+            rt,
+            limits: Limits::default(),
+            owned: BTreeSet::new(),
+            stop_deadline: None,
+            events: 0,
+        };
+        w.check_topics()?;
+        Ok(w)
+    }
+
+    /// The topics exist and the changelog (and decisions) have as many
+    /// partitions as listings: seller state follows partition numbers.
+    fn check_topics(&self) -> Result<(), WorkerError> {
+        let k = &self.cfg.kafka;
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        let count = |name: &str| -> Result<usize, WorkerError> {
+            match md.topics().iter().find(|t| t.name() == name) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    Ok(t.partitions().len())
+                }
+                _ => Err(WorkerError::Setup(format!(
+                    "topic {name:?} does not exist on {}; create it (scripts/broker.sh topics does it locally)",
+                    k.brokers
+                ))),
+            }
+        };
+        let listings = count(&k.listings_topic)?;
+        for (name, must_match) in [
+            (&k.verdicts_topic, false),
+            (&k.dlq_topic, false),
+            (&k.decisions_topic, true),
+            (&k.changelog_topic, true),
+        ] {
+            let n = count(name)?;
+            if must_match && n != listings {
+                return Err(WorkerError::Setup(format!(
+                    "topic {name:?} has {n} partitions but {:?} has {listings}: they must match (seller state follows the partition number)",
+                    k.listings_topic
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until a shutdown is requested, then drains and commits.
+    pub fn run(&mut self) -> Result<(), WorkerError> {
+        let k = &self.cfg.kafka;
+        self.consumer
+            .subscribe(&[k.listings_topic.as_str(), k.decisions_topic.as_str()])?;
+        let reload_every = Duration::from_secs(self.cfg.engine.reload_secs);
+        let mut last_reload = Instant::now();
+        publish_versions(self.reloader);
+        loop {
+            self.health.beat();
+            if self.health.stopping() && self.stop_deadline.is_none() {
+                self.stop_deadline =
+                    Some(Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs));
+                tracing::info!("shutdown requested: finishing in-flight events");
+            }
+            if self.stop_deadline.is_some() {
+                break;
+            }
+            if !reload_every.is_zero() && last_reload.elapsed() >= reload_every {
+                last_reload = Instant::now();
+                if let ReloadOutcome::Reloaded { .. } = self.reloader.check() {
+                    publish_versions(self.reloader);
+                }
+            }
+            let batch = self.collect()?;
+            if !batch.is_empty() {
+                self.judge(batch)?;
+            }
+        }
+        // Drained: every judged event is durable and its offset stored.
+        commit_sync(&self.consumer);
+        self.consumer.unsubscribe();
+        let left = self.time_left();
+        if let Err(e) = self.producer.flush(left) {
+            tracing::warn!(error = %e, "producer flush at shutdown");
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+
+    fn time_left(&self) -> Duration {
+        self.stop_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Step 1: a batch of messages, rebalances handled.
+    fn collect(&mut self) -> Result<Vec<OwnedMessage>, WorkerError> {
+        let max = self.cfg.batch.max_events;
+        let wait = Duration::from_millis(self.cfg.batch.max_wait_ms);
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let timeout = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let got = match self.consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    batch.push(m.detach());
+                    deadline.get_or_insert_with(|| Instant::now() + wait);
+                    true
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    false
+                }
+                None => false,
+            };
+            self.on_rebalance(&mut batch)?;
+            let full = batch.len() >= max;
+            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            if full || due || (!got && batch.is_empty()) || self.health.stopping() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    fn on_rebalance(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), WorkerError> {
+        let events = std::mem::take(&mut *lock(&self.consumer.context().events));
+        for ev in events {
+            match ev {
+                Rebalanced::Revoked(parts) => {
+                    let gone: BTreeSet<(String, i32)> = parts.into_iter().collect();
+                    let before = batch.len();
+                    batch.retain(|m| !gone.contains(&(m.topic().to_owned(), m.partition())));
+                    if batch.len() < before {
+                        tracing::info!(
+                            dropped = before - batch.len(),
+                            "unjudged messages of revoked partitions left to their next owner"
+                        );
+                    }
+                    for (t, p) in gone {
+                        if t == self.cfg.kafka.listings_topic {
+                            self.owned.remove(&p);
+                        }
+                    }
+                    self.health
+                        .ready
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Rebalanced::Assigned(parts) => {
+                    for (t, p) in parts {
+                        if t == self.cfg.kafka.listings_topic && !self.owned.contains(&p) {
+                            self.restore(p)?;
+                            self.owned.insert(p);
+                        }
+                    }
+                    self.health
+                        .ready
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        gauge!(obs::PARTITIONS).set(self.owned.len() as f64);
+        Ok(())
+    }
+
+    /// Brings this store up to date with a partition's changelog: writes a
+    /// marker to learn where the end is, then applies everything from the
+    /// store's checkpoint up to the marker.
+    fn restore(&mut self, partition: i32) -> Result<(), WorkerError> {
+        let started = Instant::now();
+        let topic = self.cfg.kafka.changelog_topic.clone();
+        let err = |message: String| WorkerError::Restore { partition, message };
+        let marker = Outgoing {
+            topic: topic.clone(),
+            partition: Some(partition),
+            key: MARKER_KEY.to_vec(),
+            payload: Some(self.cfg.kafka.client_id.as_bytes().to_vec()),
+        };
+        let delivered = self.deliver(vec![marker])?;
+        let end = delivered
+            .first()
+            .map(|d| d.1)
+            .ok_or_else(|| err("the marker was not delivered".into()))?;
+        let from = self
+            .store
+            .changelog_checkpoint(partition)?
+            .map(|o| o + 1)
+            .unwrap_or(0);
+        let mut applied = 0u64;
+        if from < end {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(from))?;
+            self.restorer.assign(&tpl)?;
+            let mut chunk: Vec<KeyValue> = Vec::new();
+            let mut last_seen = Instant::now();
+            let mut last_offset = from - 1;
+            while last_offset < end {
+                match self.restorer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        last_seen = Instant::now();
+                        last_offset = m.offset();
+                        if let Some(key) = m.key() {
+                            if key != MARKER_KEY {
+                                chunk.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                            }
+                        }
+                        if chunk.len() >= 5_000 || last_offset >= end {
+                            applied += chunk.len() as u64;
+                            self.store.restore(&chunk, partition, last_offset)?;
+                            chunk.clear();
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, partition, "changelog read"),
+                    None if last_seen.elapsed() > Duration::from_secs(60) => {
+                        return Err(err(format!(
+                            "no changelog record for 60 s at offset {} (marker at {end})",
+                            last_offset + 1
+                        )))
+                    }
+                    None => {}
+                }
+                self.health.beat();
+            }
+            self.restorer.unassign()?;
+        }
+        self.store.set_changelog_checkpoint(partition, end)?;
+        self.store.flush()?;
+        counter!(obs::RESTORED).increment(applied);
+        histogram!(obs::STAGE, "stage" => "restore").record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            partition,
+            records = applied,
+            from,
+            to = end,
+            seconds = started.elapsed().as_secs_f64(),
+            "seller state restored from the changelog"
+        );
+        Ok(())
+    }
+
+    /// Steps 2 to 5 for one batch.
+    fn judge(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+        let engine = self.reloader.engine();
+        let proc = Processor::manual_flush(&engine, self.store);
+        let k = &self.cfg.kafka;
+        histogram!(obs::BATCH).record(batch.len() as f64);
+
+        // Moderators' actions since the last batch (HTTP API, other threads)
+        // cannot be tied to one partition here: they go to every owned one;
+        // restores merge them (see haechi_store::changelog).
+        let mut other: Vec<KeyValue> = self.store.take_changes().other;
+        let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
+        let mut changes: BTreeMap<i32, Vec<KeyValue>> = BTreeMap::new();
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in &batch {
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
+            counter!(obs::EVENTS_IN, "topic" => m.topic().to_owned()).increment(1);
+            if m.topic() == k.listings_topic {
+                self.listing(m, &proc, &mut out)?;
+            } else if m.topic() == k.decisions_topic {
+                self.decision(m, &mut out)?;
+            }
+            let taken = self.store.take_changes();
+            changes
+                .entry(m.partition())
+                .or_default()
+                .extend(taken.own);
+            other.extend(taken.other);
+        }
+        if !other.is_empty() {
+            for p in &self.owned {
+                changes.entry(*p).or_default().extend(other.iter().cloned());
+            }
+        }
+        for (p, kvs) in changes {
+            // The last value of each key is all a restore needs.
+            let mut last: HashMap<&[u8], usize> = HashMap::new();
+            for (i, (key, _)) in kvs.iter().enumerate() {
+                last.insert(key.as_slice(), i);
+            }
+            for (i, (key, value)) in kvs.iter().enumerate() {
+                if last.get(key.as_slice()) == Some(&i) {
+                    out.push(Outgoing {
+                        topic: k.changelog_topic.clone(),
+                        partition: Some(p),
+                        key: key.clone(),
+                        payload: value.clone(),
+                    });
+                }
+            }
+        }
+
+        // Deliver, then make the store durable, then store the offsets.
+        let delivered = self.deliver(out)?;
+        let mut checkpoints: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut changelog_records = 0u64;
+        for (topic, offset, partition) in delivered {
+            if topic == k.changelog_topic {
+                changelog_records += 1;
+                let c = checkpoints.entry(partition).or_insert(offset);
+                *c = (*c).max(offset);
+            }
+        }
+        counter!(obs::CHANGELOG_OUT).increment(changelog_records);
+        for (p, o) in checkpoints {
+            self.store.set_changelog_checkpoint(p, o)?;
+        }
+        let t = Instant::now();
+        self.store.flush()?;
+        histogram!(obs::STAGE, "stage" => "flush").record(t.elapsed().as_secs_f64());
+        for ((topic, p), o) in offsets {
+            if let Err(e) = self.consumer.store_offset(&topic, p, o) {
+                tracing::warn!(error = %e, topic, partition = p, "offset not stored; the events will be redelivered");
+            }
+        }
+        Ok(())
+    }
+
+    fn listing(
+        &mut self,
+        m: &OwnedMessage,
+        proc: &Processor<'_>,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), WorkerError> {
+        let k = &self.cfg.kafka;
+        let raw = m.payload().unwrap_or_default();
+        let decoded = if m.payload().is_none() {
+            Err(InvalidEvent::Empty)
+        } else {
+            decode_listing(raw, &self.limits)
+        };
+        match decoded {
+            Ok(listing) => {
+                let p: Processed = proc.process(&listing)?;
+                if p.duplicate {
+                    counter!(obs::DUPLICATES).increment(1);
+                } else {
+                    self.events += 1;
+                    let t = p.timings;
+                    histogram!(obs::STAGE, "stage" => "analyze").record(t.analyze.as_secs_f64());
+                    histogram!(obs::STAGE, "stage" => "history").record(t.history.as_secs_f64());
+                    histogram!(obs::STAGE, "stage" => "decide").record(t.decide.as_secs_f64());
+                    histogram!(obs::STAGE, "stage" => "record").record(t.record.as_secs_f64());
+                    for r in &p.verdict.reasons {
+                        if matches!(r.source, ReasonSource::Rule | ReasonSource::List) {
+                            counter!(obs::RULE_HITS, "rule" => r.id.clone()).increment(1);
+                        }
+                    }
+                }
+                counter!(obs::VERDICTS, "action" => p.verdict.action.as_str()).increment(1);
+                out.push(Outgoing {
+                    topic: k.verdicts_topic.clone(),
+                    partition: None,
+                    key: listing.seller_id.into_bytes(),
+                    payload: Some(p.json.into_bytes()),
+                });
+            }
+            Err(e) => out.push(self.dead_letter(m, &e)),
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&self, m: &OwnedMessage, e: &InvalidEvent) -> Outgoing {
+        let raw = m.payload().unwrap_or_default();
+        let dl = DeadLetter::new(
+            SourcePos::Kafka {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+            e,
+            raw,
+        );
+        counter!(obs::DEAD_LETTERS, "code" => dl.code.clone()).increment(1);
+        tracing::debug!(source = %dl.source, code = %dl.code, "dead letter");
+        Outgoing {
+            topic: self.cfg.kafka.dlq_topic.clone(),
+            partition: None,
+            key: m.key().unwrap_or_default().to_vec(),
+            payload: Some(serde_json::to_vec(&dl).unwrap_or_default()),
+        }
+    }
+
+    fn decision(&mut self, m: &OwnedMessage, out: &mut Vec<Outgoing>) -> Result<(), WorkerError> {
+        let raw = m.payload().unwrap_or_default();
+        match parse_decision(raw) {
+            Ok(d) => {
+                let id = d
+                    .decision_id
+                    .unwrap_or_else(|| format!("{}/{}/{}", m.topic(), m.partition(), m.offset()));
+                let applied =
+                    self.store
+                        .apply_decision_once(&id, &d.listing_id, &d.seller_id, d.fraud)?;
+                counter!(obs::DECISIONS, "applied" => if applied { "new" } else { "duplicate" })
+                    .increment(1);
+            }
+            Err(e) => out.push(self.dead_letter(m, &e)),
+        }
+        Ok(())
+    }
+
+    /// Step 3: produces everything and waits for every delivery report,
+    /// producing failed messages again until they are delivered (or the
+    /// shutdown deadline passes). Returns (topic, offset, partition) of each.
+    fn deliver(&mut self, out: Vec<Outgoing>) -> Result<Vec<(String, i64, i32)>, WorkerError> {
+        let started = Instant::now();
+        let mut delivered = Vec::with_capacity(out.len());
+        let mut todo = out;
+        let mut backoff = Duration::from_millis(200);
+        while !todo.is_empty() {
+            let mut inflight: Vec<(Outgoing, Option<DeliveryFuture>)> = Vec::new();
+            for o in todo {
+                let f = self.enqueue(&o);
+                inflight.push((o, f));
+            }
+            let results: Vec<(Outgoing, Result<(i32, i64), String>)> = self.rt.block_on(async {
+                let mut results = Vec::with_capacity(inflight.len());
+                for (o, f) in inflight {
+                    let r = match f {
+                        None => Err("not enqueued".to_string()),
+                        Some(f) => match f.await {
+                            Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                            Ok(Err((e, _))) => Err(e.to_string()),
+                            Err(_) => Err("delivery report lost".to_string()),
+                        },
+                    };
+                    results.push((o, r));
+                }
+                results
+            });
+            todo = Vec::new();
+            for (o, r) in results {
+                match r {
+                    Ok((p, off)) => delivered.push((o.topic, off, p)),
+                    Err(e) => {
+                        tracing::warn!(topic = %o.topic, error = %e, "delivery failed; producing it again");
+                        counter!(obs::PRODUCE_RETRIES).increment(1);
+                        todo.push(o);
+                    }
+                }
+            }
+            if !todo.is_empty() {
+                self.health.beat();
+                if self.health.stopping() {
+                    let deadline = *self
+                        .stop_deadline
+                        .get_or_insert_with(|| Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs));
+                    if Instant::now() >= deadline {
+                        return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
+                            self.cfg.shutdown.timeout_secs,
+                        )));
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        histogram!(obs::STAGE, "stage" => "deliver").record(started.elapsed().as_secs_f64());
+        Ok(delivered)
+    }
+
+    fn enqueue(&self, o: &Outgoing) -> Option<DeliveryFuture> {
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&o.topic).key(o.key.as_slice());
+            if let Some(p) = &o.payload {
+                record = record.payload(p.as_slice());
+            }
+            if let Some(p) = o.partition {
+                record = record.partition(p);
+            }
+            match self.producer.send_result(record) {
+                Ok(f) => return Some(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    tracing::warn!(topic = %o.topic, error = %e, "produce refused");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn publish_versions(reloader: &Reloader) {
+    let e = reloader.engine();
+    let v = e.versions();
+    gauge!(obs::VERSIONS, "rules" => v.rules.clone(), "model" => v.model.clone()).set(1.0);
+}
+
+/// A moderator's decision as it arrives on `moderation-decisions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionMessage {
+    /// Idempotency key; default: topic/partition/offset of the message.
+    pub decision_id: Option<String>,
+    pub listing_id: String,
+    pub seller_id: String,
+    /// Confirmed fraud (`true`) or cleared.
+    pub fraud: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionWire {
+    decision_id: Option<String>,
+    listing_id: Option<String>,
+    seller_id: Option<String>,
+    action: Option<String>,
+    fraud: Option<bool>,
+}
+
+/// Parses a decision: `listing_id`, `seller_id` and either `fraud` (bool)
+/// or `action` (`approve`, `remove`, `ban-seller`, as the review CLI says).
+pub fn parse_decision(raw: &[u8]) -> Result<DecisionMessage, InvalidEvent> {
+    let w: DecisionWire = serde_json::from_slice(raw).map_err(|e| InvalidEvent::InvalidJson {
+        message: format!("moderation decision: {e}"),
+    })?;
+    let listing_id = w
+        .listing_id
+        .filter(|s| !s.is_empty())
+        .ok_or(InvalidEvent::MissingField {
+            field: "listing_id",
+        })?;
+    let seller_id = w
+        .seller_id
+        .filter(|s| !s.is_empty())
+        .ok_or(InvalidEvent::MissingField { field: "seller_id" })?;
+    let fraud = match (w.fraud, w.action.as_deref()) {
+        (Some(f), _) => f,
+        (None, Some("approve")) => false,
+        (None, Some("remove" | "ban-seller")) => true,
+        (None, Some(other)) => {
+            return Err(InvalidEvent::WrongType {
+                field: "action".into(),
+                message: format!("{other:?} is not approve, remove or ban-seller"),
+            })
+        }
+        (None, None) => return Err(InvalidEvent::MissingField { field: "fraud" }),
+    };
+    Ok(DecisionMessage {
+        decision_id: w.decision_id,
+        listing_id,
+        seller_id,
+        fraud,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_parse_or_say_why() {
+        let d = parse_decision(br#"{"listing_id":"l1","seller_id":"s1","action":"remove"}"#)
+            .unwrap();
+        assert!(d.fraud);
+        let d = parse_decision(
+            br#"{"decision_id":"d9","listing_id":"l1","seller_id":"s1","fraud":false}"#,
+        )
+        .unwrap();
+        assert_eq!((d.fraud, d.decision_id.as_deref()), (false, Some("d9")));
+        let e = parse_decision(br#"{"listing_id":"l1","seller_id":"s1","action":"maybe"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("maybe"));
+        let e = parse_decision(br#"{"seller_id":"s1","fraud":true}"#).unwrap_err();
+        assert_eq!(e.code(), "missing_field");
+        assert_eq!(parse_decision(b"{").unwrap_err().code(), "invalid_json");
+    }
+}
