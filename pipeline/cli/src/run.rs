@@ -3,8 +3,8 @@
 use crate::args::{KafkaCommand, LogArgs, RunArgs};
 use anyhow::Context;
 use haechi_stream::kafka::tools;
-use std::io::{BufRead, Write};
 use haechi_stream::kafka::{self, RunConfig};
+use std::io::{BufRead, Write};
 
 /// Returns the process exit status.
 pub fn run(a: &RunArgs, log: &LogArgs) -> i32 {
@@ -37,7 +37,10 @@ pub fn run(a: &RunArgs, log: &LogArgs) -> i32 {
     crate::init_logging(level, log.log_json || cfg.log.json);
     match kafka::run(cfg) {
         Ok(s) => {
-            tracing::info!(events = s.events, "haechi run: drained and committed, exiting");
+            tracing::info!(
+                events = s.events,
+                "haechi run: drained and committed, exiting"
+            );
             0
         }
         Err(e) => {
@@ -79,6 +82,7 @@ pub fn kafka(c: KafkaCommand) -> anyhow::Result<i32> {
             brokers,
             count,
             idle_secs,
+            meta,
         } => {
             let msgs = tools::read_topic(
                 &brokers,
@@ -89,7 +93,18 @@ pub fn kafka(c: KafkaCommand) -> anyhow::Result<i32> {
             .with_context(|| format!("reading {topic} on {brokers}"))?;
             let mut out = std::io::stdout().lock();
             for m in &msgs {
-                writeln!(out, "{}", tools::text(m))?;
+                if meta {
+                    use rdkafka::message::Message;
+                    let v = serde_json::json!({
+                        "partition": m.partition(),
+                        "offset": m.offset(),
+                        "key": m.key().map(String::from_utf8_lossy),
+                        "payload": tools::text(m),
+                    });
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(out, "{}", tools::text(m))?;
+                }
             }
             eprintln!("{} messages from {topic}", msgs.len());
             Ok(0)

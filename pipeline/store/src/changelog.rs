@@ -2,8 +2,10 @@
 //!
 //! With change capture on ([`Store::enable_changelog`]), every write the
 //! store commits is also kept in a journal. The Kafka loop takes it after
-//! each event ([`Store::take_changes`]) and produces the changes to the
-//! changelog topic's partition with the event's partition number. The
+//! each event ([`Store::take_changes`]) and produces the event's changes as
+//! ONE message ([`encode_changes`]) to the changelog topic's partition with
+//! the event's partition number — one message, so that a crash in the
+//! middle of a batch's deliveries leaves whole events in the changelog. The
 //! instance that is assigned a partition reads that changelog partition
 //! from its checkpoint on and applies it ([`Store::restore`]) before it
 //! judges the partition's first event.
@@ -35,6 +37,17 @@ use crate::{decode, encode, keys, Result, Store, StoreError};
 /// A change as it travels through the changelog: the store key and the new
 /// value (`None`: removed).
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
+/// One changelog message: every change of one event (so a restore applies
+/// an event wholly or not at all), postcard-encoded.
+pub fn encode_changes(changes: &[KeyValue]) -> Vec<u8> {
+    postcard::to_allocvec(changes).unwrap_or_default()
+}
+
+/// Reads a changelog message written by [`encode_changes`].
+pub fn decode_changes(bytes: &[u8]) -> Result<Vec<KeyValue>> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(b"changelog message", e.to_string()))
+}
 
 /// Keyspaces that follow a partition through the changelog.
 fn replicated(key: &[u8]) -> bool {

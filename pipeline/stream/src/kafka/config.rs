@@ -266,16 +266,17 @@ impl RunConfig {
             }
             overridden.push(var);
         }
-        let cfg: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                let origin = if overridden.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (with overrides from {})", overridden.join(", "))
-                };
-                invalid(format!("{e}{origin}"))
-            })?;
+        let cfg: RunConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let origin = if overridden.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (with overrides from {})", overridden.join(", "))
+                    };
+                    invalid(format!("{e}{origin}"))
+                })?;
         cfg.validate().map_err(invalid)?;
         Ok(cfg)
     }

@@ -66,7 +66,12 @@ pub struct RunSummary {
 
 fn reloader(cfg: &RunConfig) -> Result<Reloader, RunError> {
     let e = &cfg.engine;
-    let engine = load_full(&e.rules, e.policy.as_deref(), e.model.as_deref(), e.no_model)?;
+    let engine = load_full(
+        &e.rules,
+        e.policy.as_deref(),
+        e.model.as_deref(),
+        e.no_model,
+    )?;
     let model = engine.model().cloned();
     Ok(Reloader::new(
         e.rules.clone(),
@@ -180,7 +185,10 @@ fn http_router(
 ) -> Result<Router, RunError> {
     let live = health.clone();
     let mut app = Router::new()
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .route(
             "/healthz",
             get(move || {
@@ -199,7 +207,10 @@ fn http_router(
                 } else if health.stopping() {
                     (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions restored yet")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no partitions restored yet",
+                    )
                 })
             }),
         );

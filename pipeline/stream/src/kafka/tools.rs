@@ -104,12 +104,16 @@ where
         if futures.len() >= 10_000 {
             let failed = wait_all(std::mem::take(&mut futures));
             if failed > 0 {
-                return Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+                return Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut,
+                ));
             }
         }
     }
     if wait_all(futures) > 0 {
-        return Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        return Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        ));
     }
     Ok(n)
 }

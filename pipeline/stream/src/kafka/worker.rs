@@ -29,7 +29,7 @@ use super::obs::{self, Health};
 use crate::process::{Processed, Processor};
 use crate::reload::{ReloadOutcome, Reloader};
 use haechi_engine::{decode_listing, DeadLetter, InvalidEvent, Limits, ReasonSource, SourcePos};
-use haechi_store::changelog::KeyValue;
+use haechi_store::changelog::{decode_changes, encode_changes, KeyValue};
 use haechi_store::{Store, StoreError};
 use metrics::{counter, gauge, histogram};
 use rdkafka::config::ClientConfig;
@@ -39,7 +39,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,9 @@ fn commit_sync<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
     }
     histogram!(obs::STAGE, "stage" => "commit").record(t.elapsed().as_secs_f64());
 }
+
+/// Where a message landed (partition, offset), or why it did not.
+type DeliveryReport = Result<(i32, i64), String>;
 
 /// A message to produce, kept whole so a failed delivery can be retried.
 #[derive(Debug, Clone)]
@@ -440,9 +443,9 @@ impl<'a> Worker<'a> {
                     Some(Ok(m)) => {
                         last_seen = Instant::now();
                         last_offset = m.offset();
-                        if let Some(key) = m.key() {
-                            if key != MARKER_KEY {
-                                chunk.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                        if m.key() != Some(MARKER_KEY) {
+                            if let Some(payload) = m.payload() {
+                                chunk.extend(decode_changes(payload)?);
                             }
                         }
                         if chunk.len() >= 5_000 || last_offset >= end {
@@ -491,7 +494,6 @@ impl<'a> Worker<'a> {
         // restores merge them (see haechi_store::changelog).
         let mut other: Vec<KeyValue> = self.store.take_changes().other;
         let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
-        let mut changes: BTreeMap<i32, Vec<KeyValue>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &batch {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
@@ -502,32 +504,25 @@ impl<'a> Worker<'a> {
                 self.decision(m, &mut out)?;
             }
             let taken = self.store.take_changes();
-            changes
-                .entry(m.partition())
-                .or_default()
-                .extend(taken.own);
+            if !taken.own.is_empty() {
+                out.push(Outgoing {
+                    topic: k.changelog_topic.clone(),
+                    partition: Some(m.partition()),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: Some(encode_changes(&taken.own)),
+                });
+            }
             other.extend(taken.other);
         }
         if !other.is_empty() {
+            let payload = encode_changes(&other);
             for p in &self.owned {
-                changes.entry(*p).or_default().extend(other.iter().cloned());
-            }
-        }
-        for (p, kvs) in changes {
-            // The last value of each key is all a restore needs.
-            let mut last: HashMap<&[u8], usize> = HashMap::new();
-            for (i, (key, _)) in kvs.iter().enumerate() {
-                last.insert(key.as_slice(), i);
-            }
-            for (i, (key, value)) in kvs.iter().enumerate() {
-                if last.get(key.as_slice()) == Some(&i) {
-                    out.push(Outgoing {
-                        topic: k.changelog_topic.clone(),
-                        partition: Some(p),
-                        key: key.clone(),
-                        payload: value.clone(),
-                    });
-                }
+                out.push(Outgoing {
+                    topic: k.changelog_topic.clone(),
+                    partition: Some(*p),
+                    key: b"moderators".to_vec(),
+                    payload: Some(payload.clone()),
+                });
             }
         }
 
@@ -654,7 +649,7 @@ impl<'a> Worker<'a> {
                 let f = self.enqueue(&o);
                 inflight.push((o, f));
             }
-            let results: Vec<(Outgoing, Result<(i32, i64), String>)> = self.rt.block_on(async {
+            let results: Vec<(Outgoing, DeliveryReport)> = self.rt.block_on(async {
                 let mut results = Vec::with_capacity(inflight.len());
                 for (o, f) in inflight {
                     let r = match f {
@@ -683,9 +678,9 @@ impl<'a> Worker<'a> {
             if !todo.is_empty() {
                 self.health.beat();
                 if self.health.stopping() {
-                    let deadline = *self
-                        .stop_deadline
-                        .get_or_insert_with(|| Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs));
+                    let deadline = *self.stop_deadline.get_or_insert_with(|| {
+                        Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs)
+                    });
                     if Instant::now() >= deadline {
                         return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
                             self.cfg.shutdown.timeout_secs,
@@ -791,8 +786,8 @@ mod tests {
 
     #[test]
     fn decisions_parse_or_say_why() {
-        let d = parse_decision(br#"{"listing_id":"l1","seller_id":"s1","action":"remove"}"#)
-            .unwrap();
+        let d =
+            parse_decision(br#"{"listing_id":"l1","seller_id":"s1","action":"remove"}"#).unwrap();
         assert!(d.fraud);
         let d = parse_decision(
             br#"{"decision_id":"d9","listing_id":"l1","seller_id":"s1","fraud":false}"#,
