@@ -29,6 +29,10 @@ broker-up:
 broker-down:
 	scripts/broker.sh down
 
+## bench-kafka: end-to-end events/s and produce-to-verdict latency at 450 events/s through a local broker.
+bench-kafka: build
+	scripts/bench-kafka.sh
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -116,6 +116,31 @@ pub enum KafkaCommand {
         #[arg(long)]
         meta: bool,
     },
+    /// Measure a running `haechi run` (see scripts/bench-kafka.sh).
+    ///
+    /// `throughput`: times the verdicts of a backlog already in `listings`
+    /// (first to last verdict). `latency`: produces --input at --rate and
+    /// measures produce-to-verdict latency (p50, p99).
+    Bench {
+        #[arg(value_parser = ["throughput", "latency"])]
+        mode: String,
+        #[arg(long, default_value = "127.0.0.1:9092", env = "HAECHI_KAFKA__BROKERS")]
+        brokers: String,
+        /// throughput: how many verdicts to wait for.
+        #[arg(long, default_value_t = 0)]
+        expect: usize,
+        /// latency: the events to produce.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// latency: events per second.
+        #[arg(long, default_value_t = 450.0)]
+        rate: f64,
+        /// latency: how many events of --input to produce.
+        #[arg(long, default_value_t = 9_000)]
+        events: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,7 @@ pub fn run(a: &RunArgs, log: &LogArgs) -> i32 {
 /// `haechi kafka produce|consume`.
 pub fn kafka(c: KafkaCommand) -> anyhow::Result<i32> {
     match c {
+        c @ KafkaCommand::Bench { .. } => bench(c),
         KafkaCommand::Produce {
             file,
             topic,
@@ -110,4 +111,52 @@ pub fn kafka(c: KafkaCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn bench(c: KafkaCommand) -> anyhow::Result<i32> {
+    let KafkaCommand::Bench {
+        mode,
+        brokers,
+        expect,
+        input,
+        rate,
+        events,
+        json,
+    } = c
+    else {
+        return Ok(2);
+    };
+    let report = if mode == "throughput" {
+        tools::bench_throughput(
+            &brokers,
+            "listing-verdicts",
+            expect,
+            std::time::Duration::from_secs(10),
+        )?
+    } else {
+        let input = input.context("latency needs --input FILE")?;
+        let lines: Vec<Vec<u8>> = std::fs::read(&input)
+            .with_context(|| format!("reading {}", input.display()))?
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .take(events)
+            .map(<[u8]>::to_vec)
+            .collect();
+        tools::bench_latency(&brokers, "listings", "listing-verdicts", lines, rate)?
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "{mode}: {} verdicts in {:.2} s = {:.0} events/s; latency p50 {} p99 {} max {}",
+            report.events,
+            report.seconds,
+            report.events_per_second,
+            ms(report.p50_ms),
+            ms(report.p99_ms),
+            ms(report.max_ms)
+        );
+    }
+    Ok(0)
 }

@@ -165,3 +165,147 @@ pub fn read_topic(
 pub fn text(m: &OwnedMessage) -> String {
     String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
 }
+
+/// What a Kafka benchmark measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub events: usize,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    /// Produce-to-verdict latency (latency runs only).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).copied()
+}
+
+/// Throughput: reads `verdicts` until `expect` verdicts arrived and times
+/// the first to the last (startup and group join excluded).
+pub fn bench_throughput(
+    brokers: &str,
+    verdicts: &str,
+    expect: usize,
+    idle: Duration,
+) -> Result<BenchReport, KafkaError> {
+    let c = reader(brokers, verdicts)?;
+    let mut n = 0usize;
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut idle_since = Instant::now();
+    while n < expect && idle_since.elapsed() < idle {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => {
+                n += 1;
+                last = Instant::now();
+                idle_since = last;
+                first.get_or_insert(last);
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    let secs = first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0);
+    Ok(BenchReport {
+        events: n,
+        seconds: secs,
+        events_per_second: if secs > 0.0 { n as f64 / secs } else { 0.0 },
+        p50_ms: None,
+        p99_ms: None,
+        max_ms: None,
+    })
+}
+
+/// Latency: produces `lines` at a steady `rate` while reading `verdicts`
+/// from its end; the latency of an event is the time from its produce call
+/// to its verdict's arrival.
+pub fn bench_latency(
+    brokers: &str,
+    listings: &str,
+    verdicts: &str,
+    lines: Vec<Vec<u8>>,
+    rate: f64,
+) -> Result<BenchReport, KafkaError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "haechi-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let md = c.fetch_metadata(Some(verdicts), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(verdicts, p.id(), Offset::End)?;
+        }
+    }
+    c.assign(&tpl)?;
+    // Let the assignment settle before the clock starts.
+    let _ = c.poll(Duration::from_millis(500));
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let expect = lines.len();
+    let producer = {
+        let sent = sent.clone();
+        let brokers = brokers.to_owned();
+        let listings = listings.to_owned();
+        std::thread::spawn(move || {
+            produce_lines(&brokers, &listings, lines, Some(rate), |_, line| {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    event_id: String,
+                }
+                if let Ok(id) = serde_json::from_slice::<Id>(line) {
+                    if let Ok(mut s) = sent.lock() {
+                        s.insert(id.event_id, Instant::now());
+                    }
+                }
+            })
+        })
+    };
+    let start = Instant::now();
+    let mut lat = Vec::with_capacity(expect);
+    let mut idle_since = Instant::now();
+    while lat.len() < expect && idle_since.elapsed() < Duration::from_secs(10) {
+        match c.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                let now = Instant::now();
+                idle_since = now;
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    event_id: String,
+                }
+                if let Ok(id) = serde_json::from_slice::<Id>(m.payload().unwrap_or_default()) {
+                    if let Some(t) = sent.lock().ok().and_then(|s| s.get(&id.event_id).copied()) {
+                        lat.push((now - t).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match producer.join() {
+        Ok(r) => {
+            r?;
+        }
+        Err(_) => return Err(KafkaError::Canceled),
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(BenchReport {
+        events: lat.len(),
+        seconds: secs,
+        events_per_second: lat.len() as f64 / secs,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().copied(),
+    })
+}

@@ -210,7 +210,10 @@ impl<'a> Worker<'a> {
                     // listings and decisions are co-partitioned: the range
                     // assignor gives partition p of both to the same instance.
                     .set("partition.assignment.strategy", "range")
-                    .set("statistics.interval.ms", "5000");
+                    .set("statistics.interval.ms", "5000")
+                    // Latency over fetch efficiency: a steady trickle of
+                    // listings must not wait for a full fetch.
+                    .set("fetch.wait.max.ms", "10");
                 c
             },
             cfg,

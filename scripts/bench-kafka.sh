@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make bench-kafka: end-to-end through a local tansu broker.
+#   1. throughput: a backlog of fixtures/train.jsonl (60,000 events) is
+#      produced to `listings` first, then `haechi run` starts; the time from
+#      its first to its last verdict gives events/s;
+#   2. latency: with haechi run caught up, fixtures/test.jsonl is produced
+#      at a steady 450 events/s for 20 s; produce-to-verdict p50/p99.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HAECHI=target/release/haechi
+RATE=${RATE:-450}
+LAT_EVENTS=${LAT_EVENTS:-9000}
+BACKLOG=${BACKLOG:-fixtures/train.jsonl}
+scripts/broker.sh install >/dev/null
+TANSU=$(scripts/broker.sh path)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+B=127.0.0.1:$PORT
+WORK=$(mktemp -d)
+"$TANSU" broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
+BROKER=$!
+RUN=""
+cleanup() { [ -n "$RUN" ] && kill "$RUN" 2>/dev/null; kill "$BROKER" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+until "$TANSU" topic list --broker tcp://$B >/dev/null 2>&1; do sleep 0.1; done
+for t in listings listing-verdicts listings-dlq moderation-decisions haechi-changelog; do
+  "$TANSU" topic create --broker tcp://$B --partitions 4 $t >/dev/null
+done
+N=$(grep -c . "$BACKLOG")
+echo "== backlog: $N events from $BACKLOG"
+$HAECHI kafka produce "$BACKLOG" --brokers $B
+export HAECHI_KAFKA__BROKERS=$B HAECHI_STORE__DATA_DIR=$WORK/store HAECHI_HTTP__LISTEN=
+export HAECHI_KAFKA__SESSION_TIMEOUT_MS=3000 HAECHI_KAFKA__HEARTBEAT_INTERVAL_MS=1000
+$HAECHI run --config haechi.example.toml 2>"$WORK/run.log" &
+RUN=$!
+$HAECHI kafka bench throughput --brokers $B --expect "$N" "$@"
+echo "== latency: $LAT_EVENTS events at $RATE/s"
+$HAECHI kafka bench latency --brokers $B --input fixtures/test.jsonl --rate "$RATE" --events "$LAT_EVENTS" "$@"
+kill -TERM $RUN; wait $RUN; RUN=""
+echo "peak RSS of haechi run: see $WORK/run.log (drained cleanly)"
