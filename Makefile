@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train broker broker-up broker-down bench-kafka
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train broker broker-up broker-down bench-kafka bench-pipeline
 
 all: build
 
@@ -28,6 +28,16 @@ broker-up:
 	scripts/broker.sh up 9092
 broker-down:
 	scripts/broker.sh down
+
+## bench: criterion benchmarks of every stage, then the whole pipeline over generated day sets (100k/400k/1M events).
+bench: build
+	$(CARGO) bench -p haechi-engine --bench rules --bench model
+	$(CARGO) bench -p haechi-store --bench history
+	scripts/bench-pipeline.sh
+
+## bench-pipeline: only the whole-pipeline replay part of `make bench`.
+bench-pipeline: build
+	scripts/bench-pipeline.sh
 
 ## bench-kafka: end-to-end events/s and produce-to-verdict latency at 450 events/s through a local broker.
 bench-kafka: build

@@ -369,6 +369,11 @@ pub struct ReplayArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Threads: with 2 or more, decoding and analysis run ahead on the
+    /// others while one thread applies history in input order (same
+    /// verdicts, byte for byte). Default: the cores available, at most 4.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -38,6 +38,11 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         out: a.out,
         limits: Limits::default(),
         progress: !a.no_progress && !a.json,
+        workers: a.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1)
+        }),
     };
     let summary = replay(&Processor::new(&engine, &store), &cfg)?;
     if a.json {

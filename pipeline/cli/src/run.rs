@@ -147,7 +147,10 @@ fn bench(c: KafkaCommand) -> anyhow::Result<i32> {
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "-".into());
+        let ms = |v: Option<f64>| {
+            v.map(|x| format!("{x:.1} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
         println!(
             "{mode}: {} verdicts in {:.2} s = {:.0} events/s; latency p50 {} p99 {} max {}",
             report.events,

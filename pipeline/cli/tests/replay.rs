@@ -236,3 +236,56 @@ fn bad_arguments_and_missing_files_are_explained() {
     let o = haechi(&["replay"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn two_workers_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // The valid split with bad lines spread through it, so that chunks of
+    // the parallel analysis hold both kinds.
+    let mut input = Vec::new();
+    let bad = bad_lines();
+    let text = std::fs::read(root().join("fixtures/valid.jsonl")).unwrap();
+    for (i, line) in text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        if i % 997 == 0 {
+            let (raw, _) = &bad[(i / 997) % bad.len()];
+            input.extend_from_slice(raw);
+            input.push(b'\n');
+        }
+    }
+    let path = dir.path().join("mixed.jsonl");
+    std::fs::write(&path, &input).unwrap();
+    let run = |workers: &str| {
+        let out = dir.path().join(format!("v{workers}.jsonl"));
+        let o = haechi(&[
+            "replay",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--workers",
+            workers,
+            "--no-progress",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let dl = haechi_stream::replay::ReplayConfig::default_dead_letter(&out);
+        (std::fs::read(&out).unwrap(), std::fs::read(dl).unwrap())
+    };
+    let (v1, d1) = run("1");
+    let (v2, d2) = run("2");
+    let (v3, d3) = run("3");
+    assert_eq!(v1.iter().filter(|&&b| b == b'\n').count(), 12_000);
+    assert!(d1.iter().filter(|&&b| b == b'\n').count() >= 12);
+    assert!(
+        v1 == v2 && v1 == v3,
+        "verdicts differ between 1, 2 and 3 workers"
+    );
+    assert!(
+        d1 == d2 && d1 == d3,
+        "dead letters differ between 1, 2 and 3 workers"
+    );
+}

@@ -1,6 +1,6 @@
 //! One event through the engine and the store: the step both run loops share.
 
-use haechi_engine::{Engine, Listing, Verdict};
+use haechi_engine::{Analysis, Engine, Listing, Verdict};
 use haechi_store::{Store, StoreError};
 
 /// Pending store writes that trigger a flush.
@@ -77,6 +77,33 @@ impl<'a> Processor<'a> {
         }
         let t0 = std::time::Instant::now();
         let analysis = self.engine.analyze(listing);
+        self.decide_and_record(listing, analysis, t0)
+    }
+
+    /// [`Processor::process`] for an event analyzed elsewhere (a parallel
+    /// analysis stage): analysis is pure, so where it ran changes nothing.
+    pub fn process_analyzed(
+        &self,
+        listing: &Listing,
+        analysis: Analysis,
+    ) -> Result<Processed, StoreError> {
+        if let Some((verdict, json)) = self.store.seen_json(&listing.event_id)? {
+            return Ok(Processed {
+                verdict,
+                json,
+                duplicate: true,
+                timings: StageTimes::default(),
+            });
+        }
+        self.decide_and_record(listing, analysis, std::time::Instant::now())
+    }
+
+    fn decide_and_record(
+        &self,
+        listing: &Listing,
+        analysis: Analysis,
+        t0: std::time::Instant,
+    ) -> Result<Processed, StoreError> {
         let t1 = std::time::Instant::now();
         let snapshot = self.store.snapshot(listing, &analysis)?;
         let t2 = std::time::Instant::now();

@@ -42,6 +42,25 @@ pub struct ReplayConfig {
     pub limits: Limits,
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Threads: 1 runs everything in order on one; with more, decoding and
+    /// analysis (pure) run ahead on `workers - 1` threads while this one
+    /// applies history and writes verdicts in input order. The verdicts are
+    /// the same byte for byte.
+    pub workers: usize,
+}
+
+/// Lines per unit of work handed from the analysis threads to the writer.
+const CHUNK: usize = 1024;
+
+/// A line after decoding and analysis.
+enum Item {
+    /// Line number, the event and its analysis, and how long analysis took.
+    Valid(
+        u64,
+        Box<(haechi_engine::Listing, haechi_engine::Analysis)>,
+        Duration,
+    ),
+    Invalid(u64, Vec<u8>, haechi_engine::InvalidEvent),
 }
 
 impl ReplayConfig {
@@ -72,6 +91,10 @@ pub struct ReplaySummary {
     pub actions: ActionCounts,
     pub seconds: f64,
     pub events_per_second: f64,
+    /// Work per valid event (analysis + history + decision + recording),
+    /// microseconds; queueing between threads not included.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
     pub rules_version: String,
     pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,15 +137,20 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
         actions: ActionCounts::default(),
         seconds: 0.0,
         events_per_second: 0.0,
+        latency_p50_us: 0,
+        latency_p99_us: 0,
         rules_version: proc.engine.versions().rules.clone(),
         model_version: proc.engine.versions().model.clone(),
         evaluation: None,
     };
-    while let Some((line_no, raw)) = input.next_line().map_err(input_err)? {
-        s.lines = line_no;
-        match decode_listing(raw, &cfg.limits) {
-            Ok(listing) => {
-                let p = proc.process(&listing)?;
+    let mut latency = LatencyHistogram::default();
+    let mut sink = |item: Item, s: &mut ReplaySummary| -> Result<(), ReplayError> {
+        match item {
+            Item::Valid(_, b, analyzed_in) => {
+                let (listing, analysis) = *b;
+                let t = Instant::now();
+                let p = proc.process_analyzed(&listing, analysis)?;
+                latency.add(analyzed_in + t.elapsed());
                 out.write_all(p.json.as_bytes())
                     .and_then(|_| out.write_all(b"\n"))
                     .map_err(out_err(&cfg.out))?;
@@ -133,19 +161,75 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
                     eval.add(label, p.verdict.action);
                 }
             }
-            Err(e) => {
+            Item::Invalid(line_no, raw, e) => {
                 let dl = DeadLetter::new(
                     SourcePos::File {
                         file: file_name.clone(),
                         line: line_no,
                     },
                     &e,
-                    raw,
+                    &raw,
                 );
                 write_line(&mut dlq, &dl).map_err(out_err(&cfg.dead_letter))?;
                 s.dead_letters += 1;
             }
         }
+        Ok(())
+    };
+    let analyze = |line_no: u64, raw: &[u8]| match decode_listing(raw, &cfg.limits) {
+        Ok(listing) => {
+            let t = Instant::now();
+            let analysis = proc.engine.analyze(&listing);
+            Item::Valid(line_no, Box::new((listing, analysis)), t.elapsed())
+        }
+        Err(e) => Item::Invalid(line_no, raw.to_vec(), e),
+    };
+    if cfg.workers <= 1 {
+        while let Some((line_no, raw)) = input.next_line().map_err(input_err)? {
+            s.lines = line_no;
+            sink(analyze(line_no, raw), &mut s)?;
+        }
+    } else {
+        let analyzers = cfg.workers - 1;
+        std::thread::scope(|scope| -> Result<(), ReplayError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Item>>>(4);
+            let analyze = &analyze;
+            scope.spawn(move || loop {
+                let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
+                let end = loop {
+                    match input.next_line() {
+                        Ok(Some((n, raw))) => {
+                            lines.push((n, raw.to_vec()));
+                            if lines.len() == CHUNK {
+                                break Ok(false);
+                            }
+                        }
+                        Ok(None) => break Ok(true),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let items = analyze_chunk(&lines, analyzers, analyze);
+                let last = match end {
+                    Ok(last) => last,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                if tx.send(Ok(items)).is_err() || last {
+                    return;
+                }
+            });
+            for chunk in rx {
+                for item in chunk.map_err(input_err)? {
+                    s.lines = match &item {
+                        Item::Valid(n, _, _) | Item::Invalid(n, _, _) => *n,
+                    };
+                    sink(item, &mut s)?;
+                }
+            }
+            Ok(())
+        })?;
     }
     out.flush().map_err(out_err(&cfg.out))?;
     dlq.flush().map_err(out_err(&cfg.dead_letter))?;
@@ -156,7 +240,80 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
     if eval.labeled() > 0 {
         s.evaluation = Some(eval.report());
     }
+    s.latency_p50_us = latency.quantile(0.50);
+    s.latency_p99_us = latency.quantile(0.99);
     Ok(s)
+}
+
+/// Per-event work times in 1 µs buckets up to 50 ms (fixed memory).
+#[derive(Debug, Clone)]
+struct LatencyHistogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+const LATENCY_BUCKETS: usize = 50_000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; LATENCY_BUCKETS + 1],
+            total: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn add(&mut self, d: Duration) {
+        let us = usize::try_from(d.as_micros()).unwrap_or(usize::MAX);
+        self.counts[us.min(LATENCY_BUCKETS)] += 1;
+        self.total += 1;
+    }
+
+    /// The smallest bucket at or above quantile `q` (µs; 50,000 = "more").
+    fn quantile(&self, q: f64) -> u64 {
+        let want = (self.total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (us, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want.max(1) {
+                return us as u64;
+            }
+        }
+        0
+    }
+}
+
+/// Decodes and analyzes lines on `threads` threads, keeping their order.
+fn analyze_chunk<F>(lines: &[(u64, Vec<u8>)], threads: usize, analyze: &F) -> Vec<Item>
+where
+    F: Fn(u64, &[u8]) -> Item + Sync,
+{
+    if threads <= 1 || lines.len() < 2 {
+        return lines.iter().map(|(n, raw)| analyze(*n, raw)).collect();
+    }
+    let per = lines.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(n, raw)| analyze(*n, raw))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(items) => items,
+                // The engine does not panic on input (fuzzed); if it ever
+                // did, fail loudly rather than lose events.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// One JSON value and a newline.
@@ -193,8 +350,8 @@ impl std::fmt::Display for ReplaySummary {
         }
         writeln!(
             f,
-            "  throughput   {:.0} events/s ({:.2} s)",
-            self.events_per_second, self.seconds
+            "  throughput   {:.0} events/s ({:.2} s); work per event p50 {} µs, p99 {} µs",
+            self.events_per_second, self.seconds, self.latency_p50_us, self.latency_p99_us
         )?;
         writeln!(
             f,
