@@ -374,6 +374,10 @@ pub struct ReplayArgs {
     /// verdicts, byte for byte). Default: the cores available, at most 4.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Flush the store after this many pending writes (default 50,000, or
+    /// every second): smaller bounds memory and the work a crash undoes.
+    #[arg(long, value_name = "WRITES", env = "HAECHI_FLUSH_EVERY")]
+    pub flush_every: Option<usize>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

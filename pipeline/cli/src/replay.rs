@@ -44,7 +44,11 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
                 .unwrap_or(1)
         }),
     };
-    let summary = replay(&Processor::new(&engine, &store), &cfg)?;
+    let mut processor = Processor::new(&engine, &store);
+    if let Some(n) = a.flush_every {
+        processor = processor.flush_every(n);
+    }
+    let summary = replay(&processor, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

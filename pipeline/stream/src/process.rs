@@ -41,6 +41,8 @@ pub struct Processor<'a> {
     /// Flush on its own (replay); off when the caller orders flushes (the
     /// Kafka loop flushes only after its outputs are delivered).
     auto_flush: bool,
+    /// Pending writes that trigger an automatic flush.
+    flush_every: usize,
 }
 
 /// Longest time pending writes wait for a flush.
@@ -53,7 +55,15 @@ impl<'a> Processor<'a> {
             store,
             last_flush: std::cell::Cell::new(std::time::Instant::now()),
             auto_flush: true,
+            flush_every: FLUSH_EVERY,
         }
+    }
+
+    /// Flush after this many pending writes instead of [`FLUSH_EVERY`]
+    /// (smaller: less memory and less lost work on a crash, slower).
+    pub fn flush_every(mut self, writes: usize) -> Processor<'a> {
+        self.flush_every = writes.max(1);
+        self
     }
 
     /// A processor that never flushes the store itself.
@@ -124,7 +134,7 @@ impl<'a> Processor<'a> {
         // Flush in large atomic batches: when pending writes pile up (bounds
         // memory) or a second has passed (bounds what a crash can undo).
         if self.auto_flush
-            && (self.store.pending() >= FLUSH_EVERY
+            && (self.store.pending() >= self.flush_every
                 || self.last_flush.get().elapsed() >= FLUSH_INTERVAL)
         {
             self.store.flush()?;
