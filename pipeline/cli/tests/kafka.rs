@@ -17,6 +17,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{free_port, root};
+
 use haechi_engine::{decode_listing, EventKind, Limits};
 use haechi_store::review::CaseFilter;
 use haechi_store::Store;
@@ -34,18 +37,6 @@ const TOPICS: [&str; 5] = [
     "moderation-decisions",
     "haechi-changelog",
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A tansu broker on a free port, with haechi's topics (4 partitions).
 struct Broker {

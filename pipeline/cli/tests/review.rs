@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{free_port, root};
+
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,10 +16,6 @@ use std::time::{Duration, Instant};
 
 const KIM: &str = "token-kim-0123456789";
 const LEE: &str = "token-lee-0123456789";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn haechi() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_haechi"));
@@ -46,14 +45,6 @@ fn replay_into(data: &Path, file: &str) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn serve(data: &Path, mods: &Path, port: u16) -> Child {

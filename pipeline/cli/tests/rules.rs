@@ -2,13 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::root;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
 
 fn haechi(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_haechi"))

@@ -77,13 +77,8 @@ impl<'a> Processor<'a> {
     /// Judges one valid event: idempotency check, analysis, history snapshot
     /// before the decision, the decision, the history update after it.
     pub fn process(&self, listing: &Listing) -> Result<Processed, StoreError> {
-        if let Some((verdict, json)) = self.store.seen_json(&listing.event_id)? {
-            return Ok(Processed {
-                verdict,
-                json,
-                duplicate: true,
-                timings: StageTimes::default(),
-            });
+        if let Some(p) = self.already_processed(listing)? {
+            return Ok(p);
         }
         let t0 = std::time::Instant::now();
         let analysis = self.engine.analyze(listing);
@@ -97,15 +92,23 @@ impl<'a> Processor<'a> {
         listing: &Listing,
         analysis: Analysis,
     ) -> Result<Processed, StoreError> {
-        if let Some((verdict, json)) = self.store.seen_json(&listing.event_id)? {
-            return Ok(Processed {
+        if let Some(p) = self.already_processed(listing)? {
+            return Ok(p);
+        }
+        self.decide_and_record(listing, analysis, std::time::Instant::now())
+    }
+
+    /// The original verdict of an event processed before, if it was.
+    fn already_processed(&self, listing: &Listing) -> Result<Option<Processed>, StoreError> {
+        Ok(self
+            .store
+            .seen_json(&listing.event_id)?
+            .map(|(verdict, json)| Processed {
                 verdict,
                 json,
                 duplicate: true,
                 timings: StageTimes::default(),
-            });
-        }
-        self.decide_and_record(listing, analysis, std::time::Instant::now())
+            }))
     }
 
     fn decide_and_record(

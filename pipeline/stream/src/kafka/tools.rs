@@ -32,17 +32,26 @@ pub fn seller_key(line: &[u8]) -> Option<String> {
     }
 }
 
-/// Enqueues one message, waiting while the local queue is full.
+/// Enqueues one message, waiting while the producer's local queue is full.
+/// `partition: None` lets the partitioner choose (by key); `payload: None`
+/// is a tombstone.
 pub fn send(
     p: &FutureProducer,
     topic: &str,
+    partition: Option<i32>,
     key: Option<&[u8]>,
-    payload: &[u8],
+    payload: Option<&[u8]>,
 ) -> Result<DeliveryFuture, KafkaError> {
     loop {
-        let mut rec = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        let mut rec = FutureRecord::<[u8], [u8]>::to(topic);
         if let Some(k) = key {
             rec = rec.key(k);
+        }
+        if let Some(v) = payload {
+            rec = rec.payload(v);
+        }
+        if let Some(part) = partition {
+            rec = rec.partition(part);
         }
         match p.send_result(rec) {
             Ok(f) => return Ok(f),
@@ -98,7 +107,13 @@ where
             }
         }
         let key = seller_key(&line);
-        futures.push(send(&p, topic, key.as_deref().map(str::as_bytes), &line)?);
+        futures.push(send(
+            &p,
+            topic,
+            None,
+            key.as_deref().map(str::as_bytes),
+            Some(&line),
+        )?);
         sent(n, &line);
         n += 1;
         if futures.len() >= 10_000 {
@@ -119,19 +134,20 @@ where
 }
 
 /// A consumer outside any group reading every partition of `topic` from
-/// the beginning.
-pub fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, KafkaError> {
+/// `from` (`Offset::Beginning`, `Offset::End`).
+pub fn reader(brokers: &str, topic: &str, from: Offset) -> Result<BaseConsumer, KafkaError> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "haechi-reader")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            tpl.add_partition_offset(topic, p.id(), from)?;
         }
     }
     c.assign(&tpl)?;
@@ -145,7 +161,7 @@ pub fn read_topic(
     want: Option<usize>,
     idle: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
-    let c = reader(brokers, topic)?;
+    let c = reader(brokers, topic, Offset::Beginning)?;
     let mut out = Vec::new();
     let mut last = Instant::now();
     while want.is_none_or(|w| out.len() < w) && last.elapsed() < idle {
@@ -194,7 +210,7 @@ pub fn bench_throughput(
     expect: usize,
     idle: Duration,
 ) -> Result<BenchReport, KafkaError> {
-    let c = reader(brokers, verdicts)?;
+    let c = reader(brokers, verdicts, Offset::Beginning)?;
     let mut n = 0usize;
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -222,6 +238,15 @@ pub fn bench_throughput(
     })
 }
 
+/// The `event_id` of a listing or a verdict.
+fn event_id(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        event_id: String,
+    }
+    serde_json::from_slice::<Id>(json).ok().map(|i| i.event_id)
+}
+
 /// Latency: produces `lines` at a steady `rate` while reading `verdicts`
 /// from its end; the latency of an event is the time from its produce call
 /// to its verdict's arrival.
@@ -234,20 +259,7 @@ pub fn bench_latency(
 ) -> Result<BenchReport, KafkaError> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "haechi-bench")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    let md = c.fetch_metadata(Some(verdicts), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(verdicts, p.id(), Offset::End)?;
-        }
-    }
-    c.assign(&tpl)?;
+    let c = reader(brokers, verdicts, Offset::End)?;
     // Let the assignment settle before the clock starts.
     let _ = c.poll(Duration::from_millis(500));
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -258,14 +270,8 @@ pub fn bench_latency(
         let listings = listings.to_owned();
         std::thread::spawn(move || {
             produce_lines(&brokers, &listings, lines, Some(rate), |_, line| {
-                #[derive(serde::Deserialize)]
-                struct Id {
-                    event_id: String,
-                }
-                if let Ok(id) = serde_json::from_slice::<Id>(line) {
-                    if let Ok(mut s) = sent.lock() {
-                        s.insert(id.event_id, Instant::now());
-                    }
+                if let (Some(id), Ok(mut s)) = (event_id(line), sent.lock()) {
+                    s.insert(id, Instant::now());
                 }
             })
         })
@@ -278,14 +284,9 @@ pub fn bench_latency(
             Some(Ok(m)) => {
                 let now = Instant::now();
                 idle_since = now;
-                #[derive(serde::Deserialize)]
-                struct Id {
-                    event_id: String,
-                }
-                if let Ok(id) = serde_json::from_slice::<Id>(m.payload().unwrap_or_default()) {
-                    if let Some(t) = sent.lock().ok().and_then(|s| s.get(&id.event_id).copied()) {
-                        lat.push((now - t).as_secs_f64() * 1000.0);
-                    }
+                let id = event_id(m.payload().unwrap_or_default());
+                if let Some(t) = id.and_then(|id| sent.lock().ok()?.get(&id).copied()) {
+                    lat.push((now - t).as_secs_f64() * 1000.0);
                 }
             }
             Some(Err(e)) => return Err(e),

@@ -36,7 +36,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
@@ -302,12 +302,7 @@ impl<'a> Worker<'a> {
         publish_versions(self.reloader);
         loop {
             self.health.beat();
-            if self.health.stopping() && self.stop_deadline.is_none() {
-                self.stop_deadline =
-                    Some(Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs));
-                tracing::info!("shutdown requested: finishing in-flight events");
-            }
-            if self.stop_deadline.is_some() {
+            if self.shutdown_deadline().is_some() {
                 break;
             }
             if !reload_every.is_zero() && last_reload.elapsed() >= reload_every {
@@ -330,6 +325,17 @@ impl<'a> Worker<'a> {
         }
         self.store.flush()?;
         Ok(())
+    }
+
+    /// Once a shutdown is requested: the time by which the drain must end
+    /// (fixed at the first call after the request).
+    fn shutdown_deadline(&mut self) -> Option<Instant> {
+        if self.stop_deadline.is_none() && self.health.stopping() {
+            tracing::info!("shutdown requested: finishing in-flight events");
+            self.stop_deadline =
+                Some(Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs));
+        }
+        self.stop_deadline
     }
 
     fn time_left(&self) -> Duration {
@@ -680,15 +686,13 @@ impl<'a> Worker<'a> {
             }
             if !todo.is_empty() {
                 self.health.beat();
-                if self.health.stopping() {
-                    let deadline = *self.stop_deadline.get_or_insert_with(|| {
-                        Instant::now() + Duration::from_secs(self.cfg.shutdown.timeout_secs)
-                    });
-                    if Instant::now() >= deadline {
-                        return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
-                            self.cfg.shutdown.timeout_secs,
-                        )));
-                    }
+                if self
+                    .shutdown_deadline()
+                    .is_some_and(|d| Instant::now() >= d)
+                {
+                    return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
+                        self.cfg.shutdown.timeout_secs,
+                    )));
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -699,25 +703,15 @@ impl<'a> Worker<'a> {
     }
 
     fn enqueue(&self, o: &Outgoing) -> Option<DeliveryFuture> {
-        loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&o.topic).key(o.key.as_slice());
-            if let Some(p) = &o.payload {
-                record = record.payload(p.as_slice());
-            }
-            if let Some(p) = o.partition {
-                record = record.partition(p);
-            }
-            match self.producer.send_result(record) {
-                Ok(f) => return Some(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    tracing::warn!(topic = %o.topic, error = %e, "produce refused");
-                    return None;
-                }
-            }
-        }
+        let sent = super::tools::send(
+            &self.producer,
+            &o.topic,
+            o.partition,
+            Some(&o.key),
+            o.payload.as_deref(),
+        );
+        sent.map_err(|e| tracing::warn!(topic = %o.topic, error = %e, "produce refused"))
+            .ok()
     }
 }
 
