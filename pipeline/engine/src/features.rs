@@ -135,16 +135,7 @@ fn bucket(ns: u8, packed: u64) -> u32 {
 /// FNV-1a over the namespace byte and the string, then the finalizer: the
 /// same value as `fxhash64(&[ns, s...])`, without building the buffer.
 fn hash_str(ns: u8, s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in std::iter::once(&ns).chain(s.as_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    crate::history::fxhash64_bytes(std::iter::once(ns).chain(s.bytes()))
 }
 
 fn bucket_str(ns: u8, s: &str) -> u32 {

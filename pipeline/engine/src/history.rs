@@ -265,8 +265,13 @@ pub fn fxhash64_u64(x: u64) -> u64 {
 /// A small, fast, stable 64-bit hash (FNV-1a with a final mix). Stable across
 /// platforms and releases: fingerprints and feature buckets are stored.
 pub fn fxhash64(bytes: &[u8]) -> u64 {
+    fxhash64_bytes(bytes.iter().copied())
+}
+
+/// [`fxhash64`] of bytes that need not sit in one buffer.
+pub fn fxhash64_bytes(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -148,26 +148,29 @@ impl Overlay {
     /// Keys with a prefix, pending writes included, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let inner = lock(&self.inner);
-        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
-            std::collections::BTreeMap::new();
-        for item in self.db.scan_prefix(prefix) {
-            let (k, v) = item?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        for (k, v) in &inner.pending {
-            if k.starts_with(prefix) {
-                match v {
-                    Some(v) => {
-                        out.insert(k.clone(), v.clone());
-                    }
-                    None => {
-                        out.remove(k);
-                    }
-                }
-            }
-        }
-        Ok(out.into_iter().collect())
+        scan_layers(&self.db, prefix, inner.pending.iter())
     }
+}
+
+/// Keys with a prefix in sled, overlaid by `layers` of pending writes
+/// (later layers win; `None` removes), in key order.
+fn scan_layers<'k>(
+    db: &sled::Db,
+    prefix: &[u8],
+    layers: impl Iterator<Item = (&'k Vec<u8>, &'k Option<Vec<u8>>)>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+    for item in db.scan_prefix(prefix) {
+        let (k, v) = item?;
+        out.insert(k.to_vec(), v.to_vec());
+    }
+    for (k, v) in layers.filter(|(k, _)| k.starts_with(prefix)) {
+        match v {
+            Some(v) => out.insert(k.clone(), v.clone()),
+            None => out.remove(k),
+        };
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// Writes that become pending together; dropped without `commit`, they
@@ -198,30 +201,12 @@ impl Tx<'_> {
 
     /// Keys with a prefix as this transaction sees them, in key order.
     pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
-            std::collections::BTreeMap::new();
-        for item in self.db.scan_prefix(prefix) {
-            let (k, v) = item?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
         let layers = self
             .guard
             .pending
             .iter()
             .chain(self.writes.iter().map(|(k, v)| (k, v)));
-        for (k, v) in layers {
-            if k.starts_with(prefix) {
-                match v {
-                    Some(v) => {
-                        out.insert(k.clone(), v.clone());
-                    }
-                    None => {
-                        out.remove(k);
-                    }
-                }
-            }
-        }
-        Ok(out.into_iter().collect())
+        scan_layers(self.db, prefix, layers)
     }
 
     pub fn commit(mut self) {

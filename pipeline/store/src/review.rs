@@ -271,6 +271,25 @@ pub struct ReasonPrecision {
 }
 
 impl Case {
+    /// Refuses a case that is decided or held by another moderator.
+    fn available_to(&self, moderator: &str, now: i64) -> Result<()> {
+        if let Some(d) = &self.decision {
+            return Err(review_err(ReviewError::AlreadyDecided {
+                id: self.id.clone(),
+                by: d.by.clone(),
+                action: d.action.clone(),
+            }));
+        }
+        match self.held(now) {
+            Some((by, until)) if by != moderator => Err(review_err(ReviewError::ClaimedByOther {
+                id: self.id.clone(),
+                by: by.into(),
+                until: fmt_ms(until),
+            })),
+            _ => Ok(()),
+        }
+    }
+
     /// Does it match a `kind` filter (a reason id prefix or a label-like kind)?
     pub fn matches_kind(&self, kind: &str) -> bool {
         self.reasons
@@ -400,22 +419,7 @@ impl crate::Store {
     pub fn claim(&self, id: &str, moderator: &str, lease_ms: i64, now: i64) -> Result<Case> {
         let mut tx = self.overlay.begin();
         let mut case = load(&mut tx, id)?;
-        if let Some(d) = &case.decision {
-            return Err(review_err(ReviewError::AlreadyDecided {
-                id: id.into(),
-                by: d.by.clone(),
-                action: d.action.clone(),
-            }));
-        }
-        if let Some((by, until)) = case.held(now) {
-            if by != moderator {
-                return Err(review_err(ReviewError::ClaimedByOther {
-                    id: id.into(),
-                    by: by.into(),
-                    until: fmt_ms(until),
-                }));
-            }
-        }
+        case.available_to(moderator, now)?;
         let from = case.status.name().to_owned();
         case.status = Status::Claimed {
             by: moderator.to_owned(),
@@ -501,22 +505,7 @@ impl crate::Store {
         }
         let mut tx = self.overlay.begin();
         let mut case = load(&mut tx, id)?;
-        if let Some(d) = &case.decision {
-            return Err(review_err(ReviewError::AlreadyDecided {
-                id: id.into(),
-                by: d.by.clone(),
-                action: d.action.clone(),
-            }));
-        }
-        if let Some((by, until)) = case.held(now) {
-            if by != moderator {
-                return Err(review_err(ReviewError::ClaimedByOther {
-                    id: id.into(),
-                    by: by.into(),
-                    until: fmt_ms(until),
-                }));
-            }
-        }
+        case.available_to(moderator, now)?;
         let from = case.status.name().to_owned();
         let decision = Decision {
             action: action.into(),
