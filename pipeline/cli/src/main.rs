@@ -14,6 +14,12 @@ mod tui;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the pipeline allocates many small,
+/// short-lived strings and records, and glibc's allocator was a quarter of
+/// the replay profile (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = args::Cli::parse();
     if let args::Command::Run(a) = &cli.command {

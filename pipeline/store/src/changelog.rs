@@ -200,7 +200,7 @@ impl Store {
 }
 
 fn decode_one<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
-    decode(key, Some(value.to_vec()))?.ok_or_else(|| corrupt(key, "empty record".into()))
+    decode(key, Some(value))?.ok_or_else(|| corrupt(key, "empty record".into()))
 }
 
 /// Field-wise merge of two views of one seller (see the module docs).

@@ -476,7 +476,7 @@ impl Store {
         // Idempotency records older than the retention.
         for item in self.db.scan_prefix([keys::EVENT]) {
             let (k, v) = item?;
-            let rec: Option<EventRecord> = decode(&k, Some(v.to_vec()))?;
+            let rec: Option<EventRecord> = decode(&k, Some(v))?;
             if rec.is_some_and(|r| r.at < cutoff) {
                 batch.remove(k);
                 changed += 1;
@@ -485,7 +485,7 @@ impl Store {
         let ident_cut = now - self.config.ident_window_days * DAY_MS;
         for item in self.db.scan_prefix([keys::IDENT]) {
             let (k, v) = item?;
-            let mut rec: IdentRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let mut rec: IdentRecord = decode(&k, Some(v))?.unwrap_or_default();
             let before = rec.sellers.len();
             rec.sellers.retain(|(_, t)| *t >= ident_cut);
             if rec.sellers.is_empty() && rec.fraud_sellers.is_empty() {
@@ -499,7 +499,7 @@ impl Store {
         let band_cut = now - self.config.duplicate_window_days * DAY_MS;
         for item in self.db.scan_prefix([keys::BAND]) {
             let (k, v) = item?;
-            let mut rec: BandRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let mut rec: BandRecord = decode(&k, Some(v))?.unwrap_or_default();
             let before = rec.sellers.len();
             rec.sellers.retain(|(_, t)| *t >= band_cut);
             if rec.sellers.is_empty() {
@@ -512,7 +512,7 @@ impl Store {
         }
         for item in self.db.scan_prefix([keys::PRICE]) {
             let (k, v) = item?;
-            let mut rec: PriceRecord = decode(&k, Some(v.to_vec()))?.unwrap_or_default();
+            let mut rec: PriceRecord = decode(&k, Some(v))?.unwrap_or_default();
             let before = rec.samples.len();
             rec.samples.retain(|(_, t)| *t >= cutoff);
             if rec.samples.len() != before {
@@ -527,13 +527,18 @@ impl Store {
 
     /// Makes every write so far durable: one atomic batch, then fsync.
     pub fn flush(&self) -> Result<()> {
+        self.note_last_event();
+        self.overlay.flush()
+    }
+
+    /// The latest event time goes with the writes it covers.
+    fn note_last_event(&self) {
         let last = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
         if last > i64::MIN && self.overlay.pending() > 0 {
             let mut tx = self.overlay.begin();
             tx.put(keys::key(keys::META, "last_event_ms"), encode(&last));
             tx.commit();
         }
-        self.overlay.flush()
     }
 
     /// Writes not yet flushed (a flush is due when this grows).
@@ -560,10 +565,13 @@ impl Store {
     }
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<T>> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    key: &[u8],
+    bytes: Option<impl AsRef<[u8]>>,
+) -> Result<Option<T>> {
     match bytes {
         None => Ok(None),
-        Some(v) => postcard::from_bytes(&v)
+        Some(v) => postcard::from_bytes(v.as_ref())
             .map(Some)
             .map_err(|e| StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),

@@ -6,21 +6,26 @@
 //! enter the pending set together when the transaction commits, under the
 //! overlay's lock, so a flush never splits them. Reads are cached (also
 //! negatively) so the hot path touches sled only for records it has not
-//! seen recently.
+//! seen recently. Values are [`sled::IVec`]s: reading a cached record shares
+//! its bytes instead of copying them.
 
 use crate::Result;
+use sled::IVec;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// Past this many cached reads, the read cache is dropped and refilled.
 const CACHE_CAP: usize = 400_000;
 
+/// The maps of the overlay: keys are short, hashing them must be cheap.
+type Map = HashMap<Vec<u8>, Option<IVec>, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Written, not yet flushed (None = removed).
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: Map,
     /// Read from (or flushed to) sled.
-    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    cache: Map,
     /// Committed writes not yet taken by [`Overlay::take_journal`], when
     /// change capture is on (the Kafka changelog).
     journal: Option<Vec<Change>>,
@@ -50,20 +55,42 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl Inner {
-    fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
         if let Some(v) = self.cache.get(key) {
             return Ok(v.clone());
         }
-        let v = db.get(key)?.map(|iv| iv.to_vec());
+        let v = db.get(key)?;
         if self.cache.len() >= CACHE_CAP {
             self.cache.clear();
         }
         self.cache.insert(key.to_vec(), v.clone());
         Ok(v)
     }
+
+    /// Flushed writes join the read cache.
+    fn flushed(&mut self, writes: Map) {
+        if self.cache.len() + writes.len() > CACHE_CAP {
+            self.cache.clear();
+        }
+        self.cache.extend(writes);
+    }
+}
+
+/// One atomic batch of `writes`, then fsync.
+fn write_batch(db: &sled::Db, writes: &Map) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.clone()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
 }
 
 impl Overlay {
@@ -75,7 +102,7 @@ impl Overlay {
     }
 
     /// The current value of a key, pending writes included.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         lock(&self.inner).get(&self.db, key)
     }
 
@@ -128,25 +155,14 @@ impl Overlay {
         if inner.pending.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for (k, v) in &inner.pending {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
-                None => batch.remove(k.as_slice()),
-            }
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        write_batch(&self.db, &inner.pending)?;
         let pending = std::mem::take(&mut inner.pending);
-        if inner.cache.len() + pending.len() > CACHE_CAP {
-            inner.cache.clear();
-        }
-        inner.cache.extend(pending);
+        inner.flushed(pending);
         Ok(())
     }
 
     /// Keys with a prefix, pending writes included, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         let inner = lock(&self.inner);
         scan_layers(&self.db, prefix, inner.pending.iter())
     }
@@ -157,12 +173,12 @@ impl Overlay {
 fn scan_layers<'k>(
     db: &sled::Db,
     prefix: &[u8],
-    layers: impl Iterator<Item = (&'k Vec<u8>, &'k Option<Vec<u8>>)>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+    layers: impl Iterator<Item = (&'k Vec<u8>, &'k Option<IVec>)>,
+) -> Result<Vec<(Vec<u8>, IVec)>> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, IVec> = std::collections::BTreeMap::new();
     for item in db.scan_prefix(prefix) {
         let (k, v) = item?;
-        out.insert(k.to_vec(), v.to_vec());
+        out.insert(k.to_vec(), v);
     }
     for (k, v) in layers.filter(|(k, _)| k.starts_with(prefix)) {
         match v {
@@ -179,12 +195,12 @@ fn scan_layers<'k>(
 pub struct Tx<'a> {
     guard: MutexGuard<'a, Inner>,
     db: &'a sled::Db,
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<(Vec<u8>, Option<IVec>)>,
     journaled: bool,
 }
 
 impl Tx<'_> {
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<IVec>> {
         if let Some((_, v)) = self.writes.iter().rev().find(|(k, _)| k == key) {
             return Ok(v.clone());
         }
@@ -192,7 +208,7 @@ impl Tx<'_> {
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.push((key, Some(value)));
+        self.writes.push((key, Some(IVec::from(value))));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
@@ -200,7 +216,7 @@ impl Tx<'_> {
     }
 
     /// Keys with a prefix as this transaction sees them, in key order.
-    pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         let layers = self
             .guard
             .pending
@@ -215,7 +231,7 @@ impl Tx<'_> {
             let thread = std::thread::current().id();
             journal.extend(writes.iter().map(|(k, v)| Change {
                 key: k.clone(),
-                value: v.clone(),
+                value: v.as_ref().map(|v| v.to_vec()),
                 thread,
             }));
         }

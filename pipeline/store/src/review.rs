@@ -17,15 +17,17 @@ pub(crate) fn encode_case(c: &Case) -> Vec<u8> {
     serde_json::to_vec(c).unwrap_or_default()
 }
 
-fn decode_case(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<Case>> {
+fn decode_case(key: &[u8], bytes: Option<impl AsRef<[u8]>>) -> Result<Option<Case>> {
     match bytes {
         None => Ok(None),
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| crate::StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                message: e.to_string(),
-            }),
+        Some(v) => {
+            serde_json::from_slice(v.as_ref())
+                .map(Some)
+                .map_err(|e| crate::StoreError::Corrupt {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    message: e.to_string(),
+                })
+        }
     }
 }
 use haechi_engine::{Action, Analysis, Listing, Reason, Verdict};
