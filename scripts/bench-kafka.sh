@@ -7,7 +7,7 @@
 #      at a steady 450 events/s for 20 s; produce-to-verdict p50/p99.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HAECHI=target/release/haechi
+HAECHI=${HAECHI:-target/release/haechi}
 RATE=${RATE:-450}
 LAT_EVENTS=${LAT_EVENTS:-9000}
 BACKLOG=${BACKLOG:-fixtures/train.jsonl}
@@ -30,7 +30,7 @@ echo "== backlog: $N events from $BACKLOG"
 $HAECHI kafka produce "$BACKLOG" --brokers $B
 export HAECHI_KAFKA__BROKERS=$B HAECHI_STORE__DATA_DIR=$WORK/store HAECHI_HTTP__LISTEN=
 export HAECHI_KAFKA__SESSION_TIMEOUT_MS=3000 HAECHI_KAFKA__HEARTBEAT_INTERVAL_MS=1000
-$HAECHI run --config haechi.example.toml 2>"$WORK/run.log" &
+$HAECHI run --config "${CONFIG:-haechi.example.toml}" 2>"$WORK/run.log" &
 RUN=$!
 $HAECHI kafka bench throughput --brokers $B --expect "$N" "$@"
 echo "== latency: $LAT_EVENTS events at $RATE/s"

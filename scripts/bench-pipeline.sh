@@ -6,7 +6,7 @@
 #   SIZES="100000 400000" WORKERS="2" scripts/bench-pipeline.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HAECHI=target/release/haechi
+HAECHI=${HAECHI:-target/release/haechi}
 SIZES=${SIZES:-"100000 400000 1000000"}
 WORKERS=${WORKERS:-"1 2"}
 mkdir -p target/bench

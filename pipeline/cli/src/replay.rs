@@ -38,11 +38,9 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         out: a.out,
         limits: Limits::default(),
         progress: !a.no_progress && !a.json,
-        workers: a.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get().min(4))
-                .unwrap_or(1)
-        }),
+        workers: a
+            .workers
+            .unwrap_or_else(haechi_stream::process::default_threads),
     };
     let mut processor = Processor::new(&engine, &store);
     if let Some(n) = a.flush_every {

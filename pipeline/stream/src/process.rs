@@ -151,3 +151,61 @@ impl<'a> Processor<'a> {
         })
     }
 }
+
+/// The threads to use by default: the cores available, at most 4.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(4))
+        .unwrap_or(1)
+}
+
+/// `f` over `items` on up to `threads` threads (contiguous shares, the
+/// caller's thread taking one), results in the order of `items`. For the pure
+/// stages (decoding, analysis): where they run changes nothing.
+pub fn parallel_map<T, R, F>(items: &[T], threads: usize, f: &F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    if threads <= 1 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let mut parts = items.chunks(per);
+        let mine = parts.next().unwrap_or_default();
+        let handles: Vec<_> = parts
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = mine.iter().map(f).collect();
+        for h in handles {
+            match h.join() {
+                Ok(rs) => out.extend(rs),
+                // The engine does not panic on input (fuzzed); if it ever
+                // did, fail loudly rather than lose events.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parallel_map;
+
+    #[test]
+    fn parallel_map_keeps_order_for_any_thread_count() {
+        let items: Vec<u32> = (0..1001).collect();
+        let want: Vec<u64> = items.iter().map(|&x| u64::from(x) * 3).collect();
+        for threads in [0, 1, 2, 3, 7, 2000] {
+            assert_eq!(
+                parallel_map(&items, threads, &|&x| u64::from(x) * 3),
+                want,
+                "{threads} threads"
+            );
+        }
+        assert!(parallel_map(&[] as &[u32], 4, &|&x| x).is_empty());
+    }
+}

@@ -208,7 +208,8 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
                         Err(e) => break Err(e),
                     }
                 };
-                let items = analyze_chunk(&lines, analyzers, analyze);
+                let items =
+                    crate::process::parallel_map(&lines, analyzers, &|(n, raw)| analyze(*n, raw));
                 let last = match end {
                     Ok(last) => last,
                     Err(e) => {
@@ -282,38 +283,6 @@ impl LatencyHistogram {
         }
         0
     }
-}
-
-/// Decodes and analyzes lines on `threads` threads, keeping their order.
-fn analyze_chunk<F>(lines: &[(u64, Vec<u8>)], threads: usize, analyze: &F) -> Vec<Item>
-where
-    F: Fn(u64, &[u8]) -> Item + Sync,
-{
-    if threads <= 1 || lines.len() < 2 {
-        return lines.iter().map(|(n, raw)| analyze(*n, raw)).collect();
-    }
-    let per = lines.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(n, raw)| analyze(*n, raw))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(items) => items,
-                // The engine does not panic on input (fuzzed); if it ever
-                // did, fail loudly rather than lose events.
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
 }
 
 /// One JSON value and a newline.

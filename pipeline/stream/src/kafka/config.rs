@@ -135,6 +135,10 @@ pub struct BatchConfig {
     pub max_events: usize,
     /// Longest wait for a batch to fill once it has one event.
     pub max_wait_ms: u64,
+    /// Threads that decode and analyze a batch's listings (pure work, in
+    /// parallel; history and decisions stay in partition order on the loop's
+    /// thread). 0 = the cores available, at most 4.
+    pub analysis_threads: usize,
 }
 
 impl Default for BatchConfig {
@@ -142,6 +146,17 @@ impl Default for BatchConfig {
         BatchConfig {
             max_events: 1_000,
             max_wait_ms: 5,
+            analysis_threads: 0,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// [`BatchConfig::analysis_threads`] with 0 resolved.
+    pub fn threads(&self) -> usize {
+        match self.analysis_threads {
+            0 => crate::process::default_threads(),
+            n => n,
         }
     }
 }

@@ -9,10 +9,12 @@
 //!    never stored for commit, so the new owner gets them), an assigned
 //!    partition's seller state is restored from the changelog before any of
 //!    its events is judged;
-//! 2. **judge** every message in partition order: listings through the
-//!    same [`Processor`] as replay, decisions into history, bad bytes to the
-//!    dead-letter topic; the store's change capture is taken after each
-//!    message and grouped by its partition;
+//! 2. **judge**: the batch's listings are decoded and analyzed on
+//!    `batch.analysis_threads` threads (pure work), then every message is
+//!    judged in partition order: listings through the same [`Processor`] as
+//!    replay, decisions into history, bad bytes to the dead-letter topic;
+//!    the store's change capture is taken after each message and grouped by
+//!    its partition;
 //! 3. **deliver** verdicts, dead letters and changelog records, and wait for
 //!    every delivery report (failed ones are produced again, the same bytes);
 //! 4. **flush** the store (one atomic sled batch, fsync);
@@ -26,9 +28,12 @@
 
 use super::config::RunConfig;
 use super::obs::{self, Health};
-use crate::process::{Processed, Processor};
+use crate::process::{parallel_map, Processed, Processor};
 use crate::reload::{ReloadOutcome, Reloader};
-use haechi_engine::{decode_listing, DeadLetter, InvalidEvent, Limits, ReasonSource, SourcePos};
+use haechi_engine::{
+    decode_listing, Analysis, DeadLetter, Engine, InvalidEvent, Limits, Listing, ReasonSource,
+    SourcePos,
+};
 use haechi_store::changelog::{decode_changes, encode_changes, KeyValue};
 use haechi_store::{Store, StoreError};
 use metrics::{counter, gauge, histogram};
@@ -504,11 +509,17 @@ impl<'a> Worker<'a> {
         let mut other: Vec<KeyValue> = self.store.take_changes().other;
         let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for m in &batch {
+        // Decoding and analysis are pure: all of the batch's listings at once,
+        // on several threads; everything stateful below stays in order.
+        let limits = &self.limits;
+        let analyzed = parallel_map(&batch, self.cfg.batch.threads(), &|m: &OwnedMessage| {
+            (m.topic() == k.listings_topic).then(|| analyze(&engine, m, limits))
+        });
+        for (m, analyzed) in batch.iter().zip(analyzed) {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
             counter!(obs::EVENTS_IN, "topic" => m.topic().to_owned()).increment(1);
-            if m.topic() == k.listings_topic {
-                self.listing(m, &proc, &mut out)?;
+            if let Some(analyzed) = analyzed {
+                self.listing(m, analyzed, &proc, &mut out)?;
             } else if m.topic() == k.decisions_topic {
                 self.decision(m, &mut out)?;
             }
@@ -564,25 +575,24 @@ impl<'a> Worker<'a> {
     fn listing(
         &mut self,
         m: &OwnedMessage,
+        analyzed: Result<Analyzed, InvalidEvent>,
         proc: &Processor<'_>,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), WorkerError> {
         let k = &self.cfg.kafka;
-        let raw = m.payload().unwrap_or_default();
-        let decoded = if m.payload().is_none() {
-            Err(InvalidEvent::Empty)
-        } else {
-            decode_listing(raw, &self.limits)
-        };
-        match decoded {
-            Ok(listing) => {
-                let p: Processed = proc.process(&listing)?;
+        match analyzed {
+            Ok(Analyzed {
+                listing,
+                analysis,
+                took,
+            }) => {
+                let p: Processed = proc.process_analyzed(&listing, analysis)?;
                 if p.duplicate {
                     counter!(obs::DUPLICATES).increment(1);
                 } else {
                     self.events += 1;
                     let t = p.timings;
-                    histogram!(obs::STAGE, "stage" => "analyze").record(t.analyze.as_secs_f64());
+                    histogram!(obs::STAGE, "stage" => "analyze").record(took.as_secs_f64());
                     histogram!(obs::STAGE, "stage" => "history").record(t.history.as_secs_f64());
                     histogram!(obs::STAGE, "stage" => "decide").record(t.decide.as_secs_f64());
                     histogram!(obs::STAGE, "stage" => "record").record(t.record.as_secs_f64());
@@ -713,6 +723,28 @@ impl<'a> Worker<'a> {
         sent.map_err(|e| tracing::warn!(topic = %o.topic, error = %e, "produce refused"))
             .ok()
     }
+}
+
+/// A listing decoded and analyzed ahead of the ordered part of a batch.
+#[derive(Debug)]
+struct Analyzed {
+    listing: Listing,
+    analysis: Analysis,
+    took: Duration,
+}
+
+fn analyze(engine: &Engine, m: &OwnedMessage, limits: &Limits) -> Result<Analyzed, InvalidEvent> {
+    let listing = match m.payload() {
+        None => return Err(InvalidEvent::Empty),
+        Some(raw) => decode_listing(raw, limits)?,
+    };
+    let t = Instant::now();
+    let analysis = engine.analyze(&listing);
+    Ok(Analyzed {
+        listing,
+        analysis,
+        took: t.elapsed(),
+    })
 }
 
 fn publish_versions(reloader: &Reloader) {
