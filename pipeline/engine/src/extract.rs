@@ -99,8 +99,9 @@ pub fn extract(title: &Normalized, body: &Normalized) -> Facts {
         let domains = domains(v, field);
         messenger_ids(n, field, &mut facts.idents);
         facts.idents.extend(domains);
-        let phones = phones(v, field);
-        accounts(v, field, &phones, &mut facts.idents);
+        let runs = digit_runs(v.as_str());
+        let phones = phones(v, field, &runs);
+        accounts(v, field, &runs, &phones, &mut facts.idents);
         facts.idents.extend(phones);
         prices(v.as_str(), &mut facts.prices);
     }
@@ -153,6 +154,11 @@ fn clean_host(raw: &str) -> String {
 
 fn domains(v: &View, field: TextField) -> Vec<Ident> {
     let mut out = Vec::new();
+    // Every host ends in a Latin TLD: most Korean listings have no Latin
+    // letter at all and skip the regex.
+    if !v.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return out;
+    }
     for c in URL.captures_iter(v.as_str()) {
         let (Some(whole), Some(host)) = (c.get(0), c.name("host").or_else(|| c.name("host2")))
         else {
@@ -305,10 +311,16 @@ fn messenger_ids(n: &Normalized, field: TextField, out: &mut Vec<Ident>) {
 /// by at most two separator characters.
 fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
     let mut runs = Vec::new();
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return runs;
+    }
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut gap = 0usize;
     let mut cur: Option<(usize, usize)> = None;
-    for (i, c) in text.char_indices() {
+    // Bytes, not chars: digits and separators are ASCII, and every byte of
+    // a multi-byte character is neither, so it ends the run just as the
+    // character would.
+    for (i, &c) in text.as_bytes().iter().enumerate() {
         if c.is_ascii_digit() {
             cur = Some(match cur {
                 Some((s, _)) => (s, i + 1),
@@ -322,7 +334,7 @@ fn digit_runs(text: &str) -> Vec<Vec<(usize, usize)>> {
         }
         let separator = matches!(
             c,
-            ' ' | '-' | '.' | ')' | '(' | '/' | '_' | '~' | '*' | ',' | ':' | '+'
+            b' ' | b'-' | b'.' | b')' | b'(' | b'/' | b'_' | b'~' | b'*' | b',' | b':' | b'+'
         );
         gap += 1;
         if !separator || gap > 3 {
@@ -358,10 +370,10 @@ fn is_phone(d: &str) -> bool {
     }
 }
 
-fn phones(v: &View, field: TextField) -> Vec<Ident> {
+fn phones(v: &View, field: TextField, runs: &[Vec<(usize, usize)>]) -> Vec<Ident> {
     let text = v.as_str();
     let mut out = Vec::new();
-    for run in digit_runs(text) {
+    for run in runs {
         let mut g = 0;
         while g < run.len() {
             let mut digits = String::new();
@@ -408,10 +420,18 @@ static BANK: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("built-in bank regex: {e}"))
 });
 
-fn accounts(v: &View, field: TextField, phones: &[Ident], out: &mut Vec<Ident>) {
+fn accounts(
+    v: &View,
+    field: TextField,
+    runs: &[Vec<(usize, usize)>],
+    phones: &[Ident],
+    out: &mut Vec<Ident>,
+) {
     let text = v.as_str();
-    let cues: Vec<usize> = BANK.find_iter(text).map(|m| m.end()).collect();
-    for run in digit_runs(text) {
+    // Bank and transfer words, looked for only once a number could be an
+    // account (most listings have none).
+    let mut cues: Option<Vec<usize>> = None;
+    for run in runs {
         let digits: String = run.iter().map(|&(s, e)| &text[s..e]).collect();
         let (start, end) = (run[0].0, run[run.len() - 1].1);
         if !(10..=14).contains(&digits.len()) || is_phone(&digits) {
@@ -425,6 +445,7 @@ fn accounts(v: &View, field: TextField, phones: &[Ident], out: &mut Vec<Ident>) 
             continue;
         }
         // A bank or transfer word shortly before, or the grouped shape of an account.
+        let cues = cues.get_or_insert_with(|| BANK.find_iter(text).map(|m| m.end()).collect());
         let cued = cues
             .iter()
             .any(|&c| c <= start && v.char_index(start) - v.char_index(c) <= 12);
@@ -448,21 +469,36 @@ static PRICE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 fn prices(text: &str, out: &mut Vec<u64>) {
-    for c in PRICE.captures_iter(text) {
-        let (Some(num), unit, won) = (c.name("num"), c.name("unit"), c.name("won")) else {
-            continue;
+    // The regex finds the spans (a DFA, cheap); the parts are read from the
+    // matched text by hand rather than with capture groups, which cost a
+    // second, slower search for every number in the text. The pattern is a
+    // chain of greedy optional parts, so reading them greedily in order
+    // gives exactly the groups the regex would.
+    for m in PRICE.find_iter(text) {
+        let s = m.as_str();
+        let (has_symbol, rest) = match s.strip_prefix('₩').or_else(|| s.strip_prefix('\\')) {
+            Some(r) => (true, r.strip_prefix(' ').unwrap_or(r)),
+            None => (false, s),
         };
-        let has_symbol = c.get(0).is_some_and(|m| {
-            let s = m.as_str();
-            s.starts_with('₩') || s.starts_with('\\')
-        });
-        if unit.is_none() && won.is_none() && !has_symbol {
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b',' || *b == b'.')
+            .count();
+        let (num, rest) = rest.split_at(num_len);
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        let unit = ["억", "천만", "백만", "만", "천"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        let rest = &rest[unit.map_or(0, str::len)..];
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        let won = ["원", "won", "krw"].iter().any(|w| rest.starts_with(w));
+        if unit.is_none() && !won && !has_symbol {
             continue;
         }
-        let Ok(n) = num.as_str().replace(',', "").parse::<f64>() else {
+        let Ok(n) = num.replace(',', "").parse::<f64>() else {
             continue;
         };
-        let mult = match unit.map(|u| u.as_str()) {
+        let mult = match unit {
             Some("억") => 1e8,
             Some("천만") => 1e7,
             Some("백만") => 1e6,
@@ -531,6 +567,46 @@ mod tests {
         assert!(values(&facts("버전 1.2.3 입니다"), IdentKind::Domain).is_empty());
         let f = facts("국민 123456-01-234567 김철수 선입금");
         assert_eq!(values(&f, IdentKind::BankAccount), ["12345601234567"]);
+    }
+
+    /// The capture-group reading of [`PRICE`] that `prices` replaces.
+    fn prices_by_captures(text: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        for c in PRICE.captures_iter(text) {
+            let Some(num) = c.name("num") else { continue };
+            let (unit, won) = (c.name("unit"), c.name("won"));
+            let s = c.get(0).map_or("", |m| m.as_str());
+            let has_symbol = s.starts_with('₩') || s.starts_with('\\');
+            if unit.is_none() && won.is_none() && !has_symbol {
+                continue;
+            }
+            let Ok(n) = num.as_str().replace(',', "").parse::<f64>() else {
+                continue;
+            };
+            let mult = match unit.map(|u| u.as_str()) {
+                Some("억") => 1e8,
+                Some("천만") => 1e7,
+                Some("백만") => 1e6,
+                Some("만") => 1e4,
+                Some("천") => 1e3,
+                _ => 1.0,
+            };
+            if (100.0..1e11).contains(&(n * mult)) {
+                out.push((n * mult).round() as u64);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prices_read_by_hand_equal_the_capture_groups(
+            text in "([0-9]{1,5}|,|\\.| |  |₩|\\\\|억|천만|천|백만|만|원|won|krw|개|a){0,12}"
+        ) {
+            let mut by_hand = Vec::new();
+            prices(&text, &mut by_hand);
+            proptest::prop_assert_eq!(by_hand, prices_by_captures(&text));
+        }
     }
 
     #[test]

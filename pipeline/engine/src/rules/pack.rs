@@ -315,6 +315,7 @@ pub(super) fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
     let automaton = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
         .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .prefilter(false)
         .build(b.keywords.iter().map(|k| k.0.as_str()))
         .map_err(|e| {
             RuleErrors(vec![RuleError {
