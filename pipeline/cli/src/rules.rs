@@ -72,6 +72,12 @@ fn check(dir: &std::path::Path, json: bool) -> anyhow::Result<i32> {
                 engine.rules().regex_count(),
                 engine.lists().len(),
                 engine.versions().rules.clone(),
+                engine
+                    .rules()
+                    .regexes_without_literals()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
             ));
         }
     }
@@ -86,14 +92,24 @@ fn check(dir: &std::path::Path, json: bool) -> anyhow::Result<i32> {
             "regexes": stats.as_ref().map(|s| s.3),
             "list_entries": stats.as_ref().map(|s| s.4),
             "version": stats.as_ref().map(|s| s.5.clone()),
+            "regexes_without_literals": stats.as_ref().map(|s| s.6.clone()),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if problems.is_empty() {
-        if let Some((rules, composites, keywords, regexes, lists, version)) = stats {
+        if let Some((rules, composites, keywords, regexes, lists, version, unlit)) = stats {
             println!(
                 "ok: {} packs, {rules} rules + {composites} composites, {keywords} keywords, {regexes} regexes, {lists} list entries; every example passes (version {version})",
                 sources.packs.len()
             );
+            if !unlit.is_empty() {
+                println!(
+                    "note: {} regex(es) have no literal every match starts or ends with, so every listing runs the whole regex set (slower, still correct):",
+                    unlit.len()
+                );
+                for p in unlit {
+                    println!("  {p}");
+                }
+            }
         }
     } else {
         eprintln!("{} problem(s) in {}:", problems.len(), dir.display());

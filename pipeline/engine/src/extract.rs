@@ -374,6 +374,10 @@ fn phones(v: &View, field: TextField, runs: &[Vec<(usize, usize)>]) -> Vec<Ident
     let text = v.as_str();
     let mut out = Vec::new();
     for run in runs {
+        // The shortest phone number has 9 digits.
+        if run.iter().map(|(s, e)| e - s).sum::<usize>() < 9 {
+            continue;
+        }
         let mut g = 0;
         while g < run.len() {
             let mut digits = String::new();
@@ -432,6 +436,9 @@ fn accounts(
     // account (most listings have none).
     let mut cues: Option<Vec<usize>> = None;
     for run in runs {
+        if !(10..=14).contains(&run.iter().map(|(s, e)| e - s).sum::<usize>()) {
+            continue;
+        }
         let digits: String = run.iter().map(|&(s, e)| &text[s..e]).collect();
         let (start, end) = (run[0].0, run[run.len() - 1].1);
         if !(10..=14).contains(&digits.len()) || is_phone(&digits) {

@@ -105,6 +105,10 @@ pub struct RuleSet {
     /// Automaton pattern -> (rule, role).
     patterns: Vec<(usize, Role)>,
     regex_set: RegexSet,
+    /// Literals every match of some regex must contain (a prefix or suffix
+    /// of it): a text containing none of them cannot match any regex, and
+    /// the set is not run. `None` when some regex has no such literals.
+    regex_gate: Option<AhoCorasick>,
     /// RegexSet index -> (rule, role, regex).
     regexes: Vec<(usize, Role, Regex)>,
     /// The examples each rule carries, for `rules check`.
@@ -144,6 +148,17 @@ impl RuleSet {
 
     pub fn regex_count(&self) -> usize {
         self.regexes.len()
+    }
+
+    /// Regexes with no literal every match must start or end with: while
+    /// there is one, every text runs the whole regex set (slower, still
+    /// correct). `rules check` names them.
+    pub fn regexes_without_literals(&self) -> Vec<&str> {
+        self.regexes
+            .iter()
+            .map(|(_, _, re)| re.as_str())
+            .filter(|p| pack::required_literals(p).is_none())
+            .collect()
     }
 
     /// Runs the text rules over both fields of a listing.
@@ -190,11 +205,17 @@ impl RuleSet {
             record(rule, role, compact, m.start(), m.end());
         }
         let folded = &norm.folded;
-        for i in self.regex_set.matches(folded.as_str()).iter() {
-            let (rule, role, re) = &self.regexes[i];
-            for m in re.find_iter(folded.as_str()) {
-                if m.start() < m.end() {
-                    record(*rule, *role, folded, m.start(), m.end());
+        let gated_out = self
+            .regex_gate
+            .as_ref()
+            .is_some_and(|gate| !gate.is_match(folded.as_str()));
+        if !gated_out {
+            for i in self.regex_set.matches(folded.as_str()).iter() {
+                let (rule, role, re) = &self.regexes[i];
+                for m in re.find_iter(folded.as_str()) {
+                    if m.start() < m.end() {
+                        record(*rule, *role, folded, m.start(), m.end());
+                    }
                 }
             }
         }

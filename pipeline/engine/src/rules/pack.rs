@@ -331,6 +331,7 @@ pub(super) fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
             message: format!("regex set: {e}"),
         }])
     })?;
+    let regex_gate = regex_gate(b.regexes.iter().map(|r| r.0.as_str()));
     let mut regexes = Vec::with_capacity(b.regexes.len());
     for (pattern, rule, role) in &b.regexes {
         // Each pattern already compiled alone in add_rule.
@@ -344,6 +345,7 @@ pub(super) fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
         rules: b.rules,
         composites,
         automaton,
+        regex_gate,
         patterns: b.keywords.iter().map(|k| (k.1, k.2)).collect(),
         regex_set,
         regexes,
@@ -613,4 +615,103 @@ pub(super) fn check_examples(set: &RuleSet, lists: &super::Lists) -> Vec<Example
         }
     }
     out
+}
+
+/// Literals that every match of `pattern` starts with, or every match ends
+/// with (whichever set has the longer shortest literal); `None` when neither
+/// is a finite set of non-empty literals.
+pub(crate) fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    [ExtractKind::Prefix, ExtractKind::Suffix]
+        .into_iter()
+        .filter_map(|kind| {
+            let seq = Extractor::new().kind(kind).limit_class(64).extract(&hir);
+            let lits: Vec<Vec<u8>> = seq
+                .literals()?
+                .iter()
+                .map(|l| l.as_bytes().to_vec())
+                .collect();
+            let shortest = lits.iter().map(Vec::len).min()?;
+            (shortest > 0).then_some((shortest, lits))
+        })
+        .max_by_key(|(shortest, _)| *shortest)
+        .map(|(_, lits)| lits)
+}
+
+/// One automaton of the required literals of all regexes (see
+/// [`required_literals`]): a text without any of them matches no regex.
+fn regex_gate<'a>(patterns: impl Iterator<Item = &'a str>) -> Option<AhoCorasick> {
+    let mut all = Vec::new();
+    for p in patterns {
+        all.extend(required_literals(p)?);
+    }
+    if all.is_empty() {
+        return None;
+    }
+    AhoCorasick::new(all).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lits(p: &str) -> Option<Vec<String>> {
+        required_literals(p).map(|v| {
+            let mut v: Vec<String> = v
+                .into_iter()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .collect();
+            v.sort();
+            v
+        })
+    }
+
+    #[test]
+    fn required_literals_take_the_better_end() {
+        // A digit class in front: the suffix is the useful side.
+        let l = lits(r"\d+\s?년산").unwrap();
+        assert!(l.contains(&"년산".to_owned()) && l.iter().all(|x| x.ends_with("년산")));
+        assert_eq!(
+            lits(r"(?:상품권|기프트).{0,20}\d{2}\s?퍼").unwrap(),
+            ["기프트", "상품권"]
+        );
+        assert_eq!(lits(r"\[\.\]").unwrap(), ["[.]"]);
+        // Matches that may be empty, or are bounded by unbounded classes on
+        // both ends, have none: the gate is then off.
+        assert_eq!(lits(r"a*"), None);
+        assert_eq!(lits(r"[^x]+"), None);
+        // Small classes are spelled out (up to 64 members).
+        assert_eq!(lits(r"[a-z0-9] (?:dot|닷) [a-z]").unwrap().len(), 52);
+        assert!(regex_gate([r"\[\.\]", r"[^x]+"].into_iter()).is_none());
+    }
+
+    #[test]
+    fn the_gate_never_hides_a_match() {
+        let patterns = [
+            r"\d+\s?년산",
+            r"(?:상품권|기프트).{0,20}\d{2}\s?퍼",
+            r"1\s?:\s?1\s?(?:제작|퀄|급|복각)",
+            r"(?i)contact\s+me",
+            r"h[^a-z0-9]{1,3}t[^a-z0-9]{1,3}t[^a-z0-9]{1,3}p",
+        ];
+        let gate = regex_gate(patterns.into_iter()).expect("a gate");
+        let texts = [
+            "10년산 발렌타인",
+            "상품권 팝니다 95퍼",
+            "1 : 1 제작 가능",
+            "CONTACT  me now",
+            "h.t.t.p 링크",
+            "그냥 평범한 글",
+        ];
+        for t in texts {
+            let any = patterns
+                .iter()
+                .any(|p| regex::Regex::new(p).unwrap().is_match(t));
+            if any {
+                assert!(gate.is_match(t), "{t:?} matches a regex but not the gate");
+            }
+        }
+        assert!(!gate.is_match("그냥 평범한 글"));
+    }
 }
