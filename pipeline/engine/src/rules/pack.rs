@@ -649,7 +649,10 @@ fn regex_gate<'a>(patterns: impl Iterator<Item = &'a str>) -> Option<AhoCorasick
     if all.is_empty() {
         return None;
     }
-    AhoCorasick::new(all).ok()
+    AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(all)
+        .ok()
 }
 
 #[cfg(test)]
