@@ -502,22 +502,24 @@ fn prices(text: &str, out: &mut Vec<u64>) {
         if unit.is_none() && !won && !has_symbol {
             continue;
         }
-        let Ok(n) = num.replace(',', "").parse::<f64>() else {
-            continue;
-        };
-        let mult = match unit {
-            Some("억") => 1e8,
-            Some("천만") => 1e7,
-            Some("백만") => 1e6,
-            Some("만") => 1e4,
-            Some("천") => 1e3,
-            _ => 1.0,
-        };
-        let krw = n * mult;
-        if (100.0..1e11).contains(&krw) {
-            out.push(krw.round() as u64);
-        }
+        out.extend(won_amount(num, unit));
     }
+}
+
+/// A number (with thousands commas) and its Korean unit in won, when that
+/// is a plausible price.
+fn won_amount(num: &str, unit: Option<&str>) -> Option<u64> {
+    let n = num.replace(',', "").parse::<f64>().ok()?;
+    let mult = match unit {
+        Some("억") => 1e8,
+        Some("천만") => 1e7,
+        Some("백만") => 1e6,
+        Some("만") => 1e4,
+        Some("천") => 1e3,
+        _ => 1.0,
+    };
+    let krw = n * mult;
+    (100.0..1e11).contains(&krw).then(|| krw.round() as u64)
 }
 
 #[cfg(test)]
@@ -587,20 +589,7 @@ mod tests {
             if unit.is_none() && won.is_none() && !has_symbol {
                 continue;
             }
-            let Ok(n) = num.as_str().replace(',', "").parse::<f64>() else {
-                continue;
-            };
-            let mult = match unit.map(|u| u.as_str()) {
-                Some("억") => 1e8,
-                Some("천만") => 1e7,
-                Some("백만") => 1e6,
-                Some("만") => 1e4,
-                Some("천") => 1e3,
-                _ => 1.0,
-            };
-            if (100.0..1e11).contains(&(n * mult)) {
-                out.push((n * mult).round() as u64);
-            }
+            out.extend(won_amount(num.as_str(), unit.map(|u| u.as_str())));
         }
         out
     }

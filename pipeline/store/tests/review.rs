@@ -159,3 +159,15 @@ fn leases_expire_and_decisions_conflict() {
     assert_eq!(line["label"]["source"], "moderator");
     assert!(haechi_engine::decode_listing(&out[..out.len() - 1], &Default::default()).is_ok());
 }
+
+#[test]
+fn every_fraud_kind_is_a_reason_code() {
+    // A moderator must be able to confirm any kind the rules flag; a kind
+    // added to the rules without a reason code would be undecidable.
+    let codes: HashSet<&str> = haechi_store::review::REASON_CODES.iter().copied().collect();
+    for kind in haechi_engine::rules::KINDS {
+        if *kind != "legit_signal" {
+            assert!(codes.contains(kind), "fraud kind {kind} has no reason code");
+        }
+    }
+}
