@@ -13,7 +13,8 @@
 //! effects enter the overlay together (under one lock), so every flush holds
 //! whole events: after a crash, an event is either wholly in the store or
 //! not at all. Reprocessing it (a replay, a Kafka redelivery) finds its
-//! idempotency record ([`Store::seen`]), re-emits the original verdict and
+//! idempotency record in its listing's record ([`Store::seen`]), re-emits
+//! the original verdict and
 //! changes nothing. The Kafka loop commits an offset only after the flush
 //! that made its events durable.
 //!
@@ -51,7 +52,14 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("{0}")]
     Review(String),
+    #[error("store at {path} has format {found}, this haechi reads format {STORE_FORMAT}: replay into a fresh --data-dir (or keep the older haechi for it)")]
+    Format { path: String, found: String },
 }
+
+/// The layout of the records; a store written with another one is refused
+/// at open rather than misread. 2: events' idempotency records moved into
+/// their listing's record.
+pub const STORE_FORMAT: u32 = 2;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -59,6 +67,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) mod keys {
     pub const SELLER: u8 = b's';
     pub const LISTING: u8 = b'l';
+    /// Moderator decisions applied (idempotency); events' records live in
+    /// their listing's record.
     pub const EVENT: u8 = b'e';
     pub const IDENT: u8 = b'i';
     pub const BAND: u8 = b'b';
@@ -159,6 +169,7 @@ impl Store {
                 ),
                 source,
             })?;
+        check_format(&db, path)?;
         Ok(Store {
             overlay: Overlay::new(db.clone()),
             db,
@@ -175,21 +186,24 @@ impl Store {
         decode(key, self.overlay.get(key)?)
     }
 
-    /// The verdict already given to this event, if it was processed before.
-    pub fn seen(&self, event_id: &str) -> Result<Option<Verdict>> {
-        Ok(self.seen_json(event_id)?.map(|(v, _)| v))
+    /// The verdict already given to this event of this listing, if it was
+    /// processed before.
+    pub fn seen(&self, listing_id: &str, event_id: &str) -> Result<Option<Verdict>> {
+        Ok(self.seen_json(listing_id, event_id)?.map(|(v, _)| v))
     }
 
     /// [`Store::seen`] with the verdict's original bytes.
-    pub fn seen_json(&self, event_id: &str) -> Result<Option<(Verdict, String)>> {
-        let key = keys::key(keys::EVENT, event_id);
-        let Some(rec) = self.get::<EventRecord>(&key)? else {
+    pub fn seen_json(&self, listing_id: &str, event_id: &str) -> Result<Option<(Verdict, String)>> {
+        let Some(rec) = self.listing(listing_id)? else {
             return Ok(None);
         };
-        serde_json::from_str(&rec.verdict_json)
-            .map(|v| Some((v, rec.verdict_json)))
+        let Some(ev) = rec.events.into_iter().find(|e| e.event_id == event_id) else {
+            return Ok(None);
+        };
+        serde_json::from_str(&ev.verdict_json)
+            .map(|v| Some((v, ev.verdict_json)))
             .map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
+                key: format!("listing {listing_id} event {event_id}"),
                 message: e.to_string(),
             })
     }
@@ -311,9 +325,13 @@ impl Store {
         verdict: &Verdict,
         verdict_json: String,
     ) -> Result<()> {
-        let event_key = keys::key(keys::EVENT, &listing.event_id);
+        let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
-        if tx.get(&event_key)?.is_some() {
+        let previous: Option<ListingRecord> = decode(&listing_key, tx.get(&listing_key)?)?;
+        if previous
+            .as_ref()
+            .is_some_and(|l| l.event(&listing.event_id).is_some())
+        {
             return Ok(());
         }
         let now = ms(listing.created_at);
@@ -354,6 +372,13 @@ impl Store {
             .iter()
             .map(|i| format!("{}:{}", i.kind.as_str(), i.value))
             .collect();
+        // Its state, and the event's idempotency record with the verdict.
+        let mut events = previous.map(|p| p.events).unwrap_or_default();
+        events.push(EventRecord {
+            event_id: listing.event_id.clone(),
+            at: now,
+            verdict_json,
+        });
         let listing_rec = ListingRecord {
             seller_id: listing.seller_id.clone(),
             had_contact: !idents.is_empty(),
@@ -361,11 +386,8 @@ impl Store {
             deleted: listing.event == EventKind::Deleted,
             last_event: listing.event_id.clone(),
             idents,
+            events,
         };
-        tx.put(
-            keys::key(keys::LISTING, &listing.listing_id),
-            encode(&listing_rec),
-        );
 
         if listing.event != EventKind::Deleted {
             // Identifier index.
@@ -400,14 +422,7 @@ impl Store {
             review::open_case(&mut tx, listing, analysis, verdict, &s)?;
         }
 
-        // Idempotency.
-        tx.put(
-            event_key,
-            encode(&EventRecord {
-                at: now,
-                verdict_json,
-            }),
-        );
+        tx.put(listing_key, encode(&listing_rec));
         tx.commit();
         self.last_event
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
@@ -443,6 +458,7 @@ impl Store {
         tx.put(
             key,
             encode(&EventRecord {
+                event_id: decision_id.to_owned(),
                 at: self.last_event.load(std::sync::atomic::Ordering::Relaxed),
                 verdict_json: String::new(),
             }),
@@ -473,12 +489,25 @@ impl Store {
         let cutoff = now - self.config.retention_days * DAY_MS;
         let mut batch = sled::Batch::default();
         let mut changed = 0u64;
-        // Idempotency records older than the retention.
+        // Idempotency records older than the retention: decisions', and
+        // the events kept in each listing's record.
         for item in self.db.scan_prefix([keys::EVENT]) {
             let (k, v) = item?;
             let rec: Option<EventRecord> = decode(&k, Some(v))?;
             if rec.is_some_and(|r| r.at < cutoff) {
                 batch.remove(k);
+                changed += 1;
+            }
+        }
+        for item in self.db.scan_prefix([keys::LISTING]) {
+            let (k, v) = item?;
+            let Some(mut rec) = decode::<ListingRecord>(&k, Some(v))? else {
+                continue;
+            };
+            let before = rec.events.len();
+            rec.events.retain(|e| e.at >= cutoff);
+            if rec.events.len() != before {
+                batch.insert(k, encode(&rec));
                 changed += 1;
             }
         }
@@ -563,6 +592,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Refuses a store written in another format; stamps a new one.
+fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+    let key = keys::key(keys::META, "format");
+    let found: Option<u32> = match db.get(&key)? {
+        Some(v) => postcard::from_bytes(&v).ok(),
+        None if db.is_empty() => {
+            db.insert(&key, encode(&STORE_FORMAT))?;
+            db.flush()?;
+            return Ok(());
+        }
+        None => None,
+    };
+    if found == Some(STORE_FORMAT) {
+        return Ok(());
+    }
+    Err(StoreError::Format {
+        path: path.display().to_string(),
+        found: found.map_or("1 (unstamped)".into(), |f| f.to_string()),
+    })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(

@@ -40,7 +40,9 @@ impl SellerRecord {
     }
 }
 
-/// Per-listing state: what the latest version carried.
+/// Per-listing state: what the latest version carried, and every event of
+/// the listing processed so far (the idempotency records live here: one key
+/// written per event instead of two).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListingRecord {
     pub seller_id: String,
@@ -50,12 +52,24 @@ pub struct ListingRecord {
     pub last_event: String,
     /// `kind:value` of every identifier it carried.
     pub idents: Vec<String>,
+    /// The listing's processed events, oldest first (dropped past the
+    /// retention by [`crate::Store::compact`]).
+    pub events: Vec<EventRecord>,
+}
+
+impl ListingRecord {
+    /// The record of an event of this listing, if it was processed.
+    pub fn event(&self, event_id: &str) -> Option<&EventRecord> {
+        self.events.iter().find(|e| e.event_id == event_id)
+    }
 }
 
 /// What a processed event left behind: its verdict, to answer a redelivery
-/// with the very same bytes.
+/// with the very same bytes. (Moderator decisions keep one too, with an
+/// empty verdict, under their own key.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
+    pub event_id: String,
     pub at: i64,
     pub verdict_json: String,
 }

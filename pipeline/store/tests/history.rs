@@ -224,10 +224,32 @@ fn recording_an_event_twice_counts_it_once() {
     assert_eq!(s.total, 1);
     assert_eq!(s.recent.len(), 1);
     let counts = store.counts().unwrap();
-    assert_eq!(counts.get(&'e'), Some(&1));
-    assert!(store.seen("e0").unwrap().is_some());
+    assert_eq!(counts.get(&'l'), Some(&1));
+    let listing = store.listing(&l.listing_id).unwrap().unwrap();
+    assert_eq!(listing.events.len(), 1, "one idempotency record");
+    assert!(store.seen(&l.listing_id, "e0").unwrap().is_some());
     // Reopened, it is all still there.
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.seller("s").unwrap().unwrap().total, 1);
+}
+
+#[test]
+fn a_store_of_another_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    // Reopening our own format is fine.
+    drop(Store::open(dir.path()).unwrap());
+    // A store written by another layout (here: stamped as format 1).
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"mformat", postcard::to_allocvec(&1u32).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("format 1") && err.contains("fresh --data-dir"),
+        "{err}"
+    );
 }

@@ -102,7 +102,7 @@ impl<'a> Processor<'a> {
     fn already_processed(&self, listing: &Listing) -> Result<Option<Processed>, StoreError> {
         Ok(self
             .store
-            .seen_json(&listing.event_id)?
+            .seen_json(&listing.listing_id, &listing.event_id)?
             .map(|(verdict, json)| Processed {
                 verdict,
                 json,

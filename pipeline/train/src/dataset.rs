@@ -75,7 +75,10 @@ pub fn load(engine: &Engine, path: &Path, progress: bool) -> Result<Dataset, Dat
             skipped += 1;
             continue;
         };
-        if store.seen(&listing.event_id)?.is_some() {
+        if store
+            .seen(&listing.listing_id, &listing.event_id)?
+            .is_some()
+        {
             continue;
         }
         let analysis = engine.analyze(&listing);
