@@ -142,6 +142,8 @@ pub fn normalize(original: &str) -> Normalized {
     }
     if jamo_seen {
         items = compose_jamo(&items);
+        // Jamo may have composed into digit words (ㄱㅗㅇㅇㅣㄹ → 공일).
+        digit_words_seen = items.iter().filter(|it| digit_word(it.c).is_some()).count();
     }
     if digit_words_seen >= 2 {
         items = digit_words(items);
