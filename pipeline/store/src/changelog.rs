@@ -188,6 +188,14 @@ impl Store {
                     let ours: PriceRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
                     tx.put(key.clone(), encode(&merge_prices(ours, theirs)));
                 }
+                Some(keys::LISTING) => {
+                    let theirs: ListingRecord = decode_one(key, value)?;
+                    let merged = match decode::<ListingRecord>(key, tx.get(key)?)? {
+                        Some(ours) => merge_listing(ours, theirs),
+                        None => theirs,
+                    };
+                    tx.put(key.clone(), encode(&merged));
+                }
                 Some(keys::CASE) => restore_case(&mut tx, key, value)?,
                 _ => tx.put(key.clone(), value.clone()),
             }
@@ -236,6 +244,19 @@ pub fn merge_seller(a: SellerRecord, b: SellerRecord) -> SellerRecord {
         merged.add_recent(last);
     }
     merged
+}
+
+/// A listing's state is the incoming one (one partition owns a listing), but
+/// its processed events are the union of both views: an event recorded by
+/// either instance is never judged again.
+fn merge_listing(ours: ListingRecord, mut theirs: ListingRecord) -> ListingRecord {
+    for e in ours.events {
+        if theirs.event(&e.event_id).is_none() {
+            theirs.events.push(e);
+        }
+    }
+    theirs.events.sort_by_key(|e| e.at);
+    theirs
 }
 
 fn merge_prices(a: PriceRecord, b: PriceRecord) -> PriceRecord {
@@ -306,6 +327,40 @@ mod tests {
         assert_eq!(ab.recent, vec![10, 20, 30, 40]);
         assert_eq!(ab.confirmed_fraud, 1);
         assert_eq!((ab.first_seen, ab.last_seen), (10, 40));
+    }
+
+    #[test]
+    fn restored_listings_keep_every_event_either_side_recorded() {
+        let ev = |id: &str, at: i64| EventRecord {
+            event_id: id.into(),
+            at,
+            verdict_json: format!("{{\"v\":\"{id}\"}}"),
+        };
+        let listing = |events: Vec<EventRecord>, action: haechi_engine::Action| ListingRecord {
+            seller_id: "s".into(),
+            had_contact: false,
+            action,
+            deleted: false,
+            last_event: events
+                .last()
+                .map(|e| e.event_id.clone())
+                .unwrap_or_default(),
+            idents: vec![],
+            events,
+        };
+        let ours = listing(vec![ev("e1", 1), ev("e3", 3)], haechi_engine::Action::Allow);
+        let theirs = listing(
+            vec![ev("e1", 1), ev("e2", 2)],
+            haechi_engine::Action::Review,
+        );
+        let m = merge_listing(ours, theirs);
+        let ids: Vec<&str> = m.events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["e1", "e2", "e3"]);
+        assert_eq!(
+            m.action,
+            haechi_engine::Action::Review,
+            "state is the incoming one"
+        );
     }
 
     #[test]
