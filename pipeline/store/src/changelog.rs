@@ -154,14 +154,7 @@ impl Store {
                 continue;
             };
             match key.first().copied() {
-                Some(keys::SELLER) => {
-                    let theirs: SellerRecord = decode_one(key, value)?;
-                    let merged = match decode::<SellerRecord>(key, tx.get(key)?)? {
-                        Some(ours) => merge_seller(ours, theirs),
-                        None => theirs,
-                    };
-                    tx.put(key.clone(), encode(&merged));
-                }
+                Some(keys::SELLER) => restore_merged(&mut tx, key, value, merge_seller)?,
                 Some(keys::IDENT) => {
                     let theirs: IdentRecord = decode_one(key, value)?;
                     let mut ours: IdentRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
@@ -188,14 +181,7 @@ impl Store {
                     let ours: PriceRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
                     tx.put(key.clone(), encode(&merge_prices(ours, theirs)));
                 }
-                Some(keys::LISTING) => {
-                    let theirs: ListingRecord = decode_one(key, value)?;
-                    let merged = match decode::<ListingRecord>(key, tx.get(key)?)? {
-                        Some(ours) => merge_listing(ours, theirs),
-                        None => theirs,
-                    };
-                    tx.put(key.clone(), encode(&merged));
-                }
+                Some(keys::LISTING) => restore_merged(&mut tx, key, value, merge_listing)?,
                 Some(keys::CASE) => restore_case(&mut tx, key, value)?,
                 _ => tx.put(key.clone(), value.clone()),
             }
@@ -205,6 +191,21 @@ impl Store {
         tx.commit();
         Ok(())
     }
+}
+
+/// Writes `merge(ours, theirs)` for a restored record (theirs alone when we
+/// have none).
+fn restore_merged<T>(tx: &mut Tx<'_>, key: &[u8], value: &[u8], merge: fn(T, T) -> T) -> Result<()>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let theirs: T = decode_one(key, value)?;
+    let merged = match decode::<T>(key, tx.get(key)?)? {
+        Some(ours) => merge(ours, theirs),
+        None => theirs,
+    };
+    tx.put(key.to_vec(), encode(&merged));
+    Ok(())
 }
 
 fn decode_one<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
