@@ -15,8 +15,10 @@
 //!    replay, decisions into history, bad bytes to the dead-letter topic;
 //!    the store's change capture is taken after each message and grouped by
 //!    its partition;
-//! 3. **deliver** verdicts, dead letters and changelog records, and wait for
-//!    every delivery report (failed ones are produced again, the same bytes);
+//! 3. **deliver** the changelog records, then verdicts and dead letters, and
+//!    wait for every delivery report (failed ones are produced again, the
+//!    same bytes): a published verdict always has its state in the
+//!    changelog;
 //! 4. **flush** the store (one atomic sled batch, fsync);
 //! 5. **store the offsets** of the batch for the next commit.
 //!
@@ -546,8 +548,15 @@ impl<'a> Worker<'a> {
             }
         }
 
-        // Deliver, then make the store durable, then store the offsets.
-        let delivered = self.deliver(out)?;
+        // Deliver — the changelog first, so that a verdict is never out while
+        // the state behind it is neither durable nor in the changelog (after
+        // a crash between the two, the event would be judged again against a
+        // different cross-partition history) — then make the store durable,
+        // then store the offsets.
+        let (changelog, outputs): (Vec<Outgoing>, Vec<Outgoing>) =
+            out.into_iter().partition(|o| o.topic == k.changelog_topic);
+        let mut delivered = self.deliver(changelog)?;
+        delivered.extend(self.deliver(outputs)?);
         let mut checkpoints: BTreeMap<i32, i64> = BTreeMap::new();
         let mut changelog_records = 0u64;
         for (topic, offset, partition) in delivered {
