@@ -52,14 +52,38 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("{0}")]
     Review(String),
+    #[error("store log: {0}")]
+    Wal(String),
     #[error("store at {path} has format {found}, this haechi reads format {STORE_FORMAT}: replay into a fresh --data-dir (or keep the older haechi for it)")]
     Format { path: String, found: String },
 }
 
 /// The layout of the records; a store written with another one is refused
 /// at open rather than misread. 2: events' idempotency records moved into
-/// their listing's record.
-pub const STORE_FORMAT: u32 = 2;
+/// their listing's record. 3: writes go through a log in `wal/` first (a
+/// format-2 store is upgraded in place: it has no log yet).
+pub const STORE_FORMAT: u32 = 3;
+
+/// The log's directory inside the store's directory.
+const WAL_DIR: &str = "wal";
+
+/// What [`Store::compact`] does to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prune {
+    Keep,
+    Rewrite,
+    Remove,
+}
+
+impl Prune {
+    fn rewritten(changed: bool) -> Prune {
+        if changed {
+            Prune::Rewrite
+        } else {
+            Prune::Keep
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -171,7 +195,7 @@ impl Store {
             })?;
         check_format(&db, path)?;
         Ok(Store {
-            overlay: Overlay::new(db.clone()),
+            overlay: Overlay::open(db.clone(), &path.join(WAL_DIR))?,
             db,
             config,
             last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
@@ -480,78 +504,106 @@ impl Store {
     /// Drops what is older than the retention, relative to the latest event
     /// time: idempotency records, identifier links, band entries, price
     /// samples. Returns the number of records removed or rewritten.
+    ///
+    /// Runs beside the event loop: sled is scanned without holding the
+    /// overlay, and every record to change is re-read through a transaction
+    /// (the current value, pending writes included) and written back like any
+    /// other write: through the log, in batches.
     pub fn compact(&self) -> Result<u64> {
         self.flush()?;
+        self.overlay.settle()?;
         let Some(last) = self.last_event_time()? else {
             return Ok(0);
         };
         let now = ms(last);
         let cutoff = now - self.config.retention_days * DAY_MS;
-        let mut batch = sled::Batch::default();
+        let ident_cut = now - self.config.ident_window_days * DAY_MS;
+        let band_cut = now - self.config.duplicate_window_days * DAY_MS;
         let mut changed = 0u64;
         // Idempotency records older than the retention: decisions', and
         // the events kept in each listing's record.
-        for item in self.db.scan_prefix([keys::EVENT]) {
-            let (k, v) = item?;
-            let rec: Option<EventRecord> = decode(&k, Some(v))?;
-            if rec.is_some_and(|r| r.at < cutoff) {
-                batch.remove(k);
-                changed += 1;
+        changed += self.compact_keyspace(keys::EVENT, |r: &mut EventRecord| {
+            if r.at < cutoff {
+                Prune::Remove
+            } else {
+                Prune::Keep
             }
-        }
-        for item in self.db.scan_prefix([keys::LISTING]) {
-            let (k, v) = item?;
-            let Some(mut rec) = decode::<ListingRecord>(&k, Some(v))? else {
-                continue;
-            };
-            let before = rec.events.len();
-            rec.events.retain(|e| e.at >= cutoff);
-            if rec.events.len() != before {
-                batch.insert(k, encode(&rec));
-                changed += 1;
+        })?;
+        changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
+            let before = r.events.len();
+            r.events.retain(|e| e.at >= cutoff);
+            Prune::rewritten(r.events.len() != before)
+        })?;
+        changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
+            let before = r.sellers.len();
+            r.sellers.retain(|(_, t)| *t >= ident_cut);
+            if r.sellers.is_empty() && r.fraud_sellers.is_empty() {
+                Prune::Remove
+            } else {
+                Prune::rewritten(r.sellers.len() != before)
             }
-        }
-        let ident_cut = now - self.config.ident_window_days * DAY_MS;
-        for item in self.db.scan_prefix([keys::IDENT]) {
-            let (k, v) = item?;
-            let mut rec: IdentRecord = decode(&k, Some(v))?.unwrap_or_default();
-            let before = rec.sellers.len();
-            rec.sellers.retain(|(_, t)| *t >= ident_cut);
-            if rec.sellers.is_empty() && rec.fraud_sellers.is_empty() {
-                batch.remove(k);
-                changed += 1;
-            } else if rec.sellers.len() != before {
-                batch.insert(k, encode(&rec));
-                changed += 1;
+        })?;
+        changed += self.compact_keyspace(keys::BAND, |r: &mut BandRecord| {
+            let before = r.sellers.len();
+            r.sellers.retain(|(_, t)| *t >= band_cut);
+            if r.sellers.is_empty() {
+                Prune::Remove
+            } else {
+                Prune::rewritten(r.sellers.len() != before)
             }
-        }
-        let band_cut = now - self.config.duplicate_window_days * DAY_MS;
-        for item in self.db.scan_prefix([keys::BAND]) {
-            let (k, v) = item?;
-            let mut rec: BandRecord = decode(&k, Some(v))?.unwrap_or_default();
-            let before = rec.sellers.len();
-            rec.sellers.retain(|(_, t)| *t >= band_cut);
-            if rec.sellers.is_empty() {
-                batch.remove(k);
-                changed += 1;
-            } else if rec.sellers.len() != before {
-                batch.insert(k, encode(&rec));
-                changed += 1;
-            }
-        }
-        for item in self.db.scan_prefix([keys::PRICE]) {
-            let (k, v) = item?;
-            let mut rec: PriceRecord = decode(&k, Some(v))?.unwrap_or_default();
-            let before = rec.samples.len();
-            rec.samples.retain(|(_, t)| *t >= cutoff);
-            if rec.samples.len() != before {
-                batch.insert(k, encode(&rec));
-                changed += 1;
-            }
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        })?;
+        changed += self.compact_keyspace(keys::PRICE, |r: &mut PriceRecord| {
+            let before = r.samples.len();
+            r.samples.retain(|(_, t)| *t >= cutoff);
+            Prune::rewritten(r.samples.len() != before)
+        })?;
+        self.flush()?;
         Ok(changed)
+    }
+
+    /// One keyspace of [`Store::compact`]: the keys `prune` changes, found
+    /// by a scan of sled, re-read and written through the overlay in chunks.
+    fn compact_keyspace<T: Serialize + DeserializeOwned>(
+        &self,
+        prefix: u8,
+        prune: impl Fn(&mut T) -> Prune,
+    ) -> Result<u64> {
+        const CHUNK: usize = 10_000;
+        let mut changed = 0u64;
+        let mut due: Vec<sled::IVec> = Vec::with_capacity(CHUNK);
+        let mut scan = self.db.scan_prefix([prefix]);
+        loop {
+            let item = scan.next().transpose()?;
+            if let Some((k, v)) = &item {
+                if let Some(mut rec) = decode::<T>(k, Some(v))? {
+                    if prune(&mut rec) != Prune::Keep {
+                        due.push(k.clone());
+                    }
+                }
+            }
+            if due.len() < CHUNK && item.is_some() {
+                continue;
+            }
+            let mut tx = self.overlay.begin();
+            for k in due.drain(..) {
+                let Some(mut rec) = decode::<T>(&k, tx.get(&k)?)? else {
+                    continue;
+                };
+                match prune(&mut rec) {
+                    Prune::Keep => continue,
+                    Prune::Rewrite => tx.put(k.to_vec(), encode(&rec)),
+                    Prune::Remove => tx.remove(k.to_vec()),
+                }
+                changed += 1;
+            }
+            tx.commit();
+            if self.pending() >= 50_000 || item.is_none() {
+                self.flush()?;
+            }
+            if item.is_none() {
+                return Ok(changed);
+            }
+        }
     }
 
     /// Makes every write so far durable: one atomic batch, then fsync.
@@ -575,14 +627,15 @@ impl Store {
         self.overlay.pending()
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk (sled's files and the log not yet applied).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.overlay.wal_bytes())
     }
 
     /// Number of records per keyspace (for reports and tests).
     pub fn counts(&self) -> Result<std::collections::BTreeMap<char, u64>> {
         self.flush()?;
+        self.overlay.settle()?;
         let mut out = std::collections::BTreeMap::new();
         for item in self.db.iter() {
             let (k, _) = item?;
@@ -607,6 +660,12 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
         None => None,
     };
     if found == Some(STORE_FORMAT) {
+        return Ok(());
+    }
+    if found == Some(2) {
+        // Same records; the log starts empty.
+        db.insert(&key, encode(&STORE_FORMAT))?;
+        db.flush()?;
         return Ok(());
     }
     Err(StoreError::Format {
