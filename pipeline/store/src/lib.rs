@@ -25,7 +25,9 @@
 //!
 //! Windows are lists of recent times trimmed on every write; index entries
 //! keep a bounded number of sellers; [`Store::compact`] drops idempotency
-//! records, index entries and price samples older than the retention.
+//! records and index entries older than the retention, and products not
+//! listed within it. The event loops run it once per day of event time
+//! ([`Store::compact_if_due`]).
 
 pub mod changelog;
 pub mod overlay;
@@ -120,8 +122,9 @@ pub(crate) mod keys {
 /// Tunables of the history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryConfig {
-    /// Idempotency records, identifier links and price samples older than
-    /// this (by event time) are dropped by [`Store::compact`].
+    /// Idempotency records and identifier links older than this (by event
+    /// time), and products not listed within it, are dropped by
+    /// [`Store::compact`].
     pub retention_days: i64,
     /// Near-duplicate text counts only within this window.
     pub duplicate_window_days: i64,
@@ -171,6 +174,8 @@ pub struct Store {
     config: HistoryConfig,
     /// The latest event time recorded, persisted at each flush.
     last_event: std::sync::atomic::AtomicI64,
+    /// The last day (of event time) compacted, once known.
+    compacted_day: std::sync::atomic::AtomicI64,
 }
 
 impl Store {
@@ -199,6 +204,7 @@ impl Store {
             db,
             config,
             last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
+            compacted_day: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -502,8 +508,9 @@ impl Store {
     }
 
     /// Drops what is older than the retention, relative to the latest event
-    /// time: idempotency records, identifier links, band entries, price
-    /// samples. Returns the number of records removed or rewritten.
+    /// time: idempotency records, identifier links, band entries, products
+    /// not listed within it. Returns the number of records removed or
+    /// rewritten.
     ///
     /// Runs beside the event loop: sled is scanned without holding the
     /// overlay, and every record to change is re-read through a transaction
@@ -511,11 +518,46 @@ impl Store {
     /// other write: through the log, in batches.
     pub fn compact(&self) -> Result<u64> {
         self.flush()?;
-        self.overlay.settle()?;
-        let Some(last) = self.last_event_time()? else {
-            return Ok(0);
+        match self.last_event_time()? {
+            Some(last) => self.compact_at(ms(last)),
+            None => Ok(0),
+        }
+    }
+
+    /// Compaction once per day of event time, run by the event loops after
+    /// a flush: the first event of a new day triggers it, with the retention
+    /// counted from the start of that day, so whichever event triggers it
+    /// (a resumed replay, another batch split) it removes exactly the same
+    /// records. Returns the records changed when it ran.
+    pub fn compact_if_due(&self) -> Result<Option<u64>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_event.load(Relaxed);
+        if last == i64::MIN {
+            return Ok(None);
+        }
+        let day = last.div_euclid(DAY_MS);
+        let done = self.compacted_day.load(Relaxed);
+        if done >= day {
+            return Ok(None);
+        }
+        let key = keys::key(keys::META, "compacted_day");
+        let stored = self.get::<i64>(&key)?.unwrap_or(i64::MIN);
+        let changed = if stored >= day {
+            None
+        } else {
+            self.flush()?;
+            let n = self.compact_at(day * DAY_MS)?;
+            let mut tx = self.overlay.begin_unjournaled();
+            tx.put(key, encode(&day));
+            tx.commit();
+            Some(n)
         };
-        let now = ms(last);
+        self.compacted_day.store(day.max(stored), Relaxed);
+        Ok(changed)
+    }
+
+    fn compact_at(&self, now: i64) -> Result<u64> {
+        self.overlay.settle()?;
         let cutoff = now - self.config.retention_days * DAY_MS;
         let ident_cut = now - self.config.ident_window_days * DAY_MS;
         let band_cut = now - self.config.duplicate_window_days * DAY_MS;
@@ -552,10 +594,17 @@ impl Store {
                 Prune::rewritten(r.sellers.len() != before)
             }
         })?;
+        // A product's price sample is already bounded (the last
+        // PRICE_SAMPLES); pruning it by age would only lose the reference of
+        // rare products (measured: a too-cheap LV bag on the test split,
+        // 7 samples, went unflagged). A product nobody listed within the
+        // retention goes.
         changed += self.compact_keyspace(keys::PRICE, |r: &mut PriceRecord| {
-            let before = r.samples.len();
-            r.samples.retain(|(_, t)| *t >= cutoff);
-            Prune::rewritten(r.samples.len() != before)
+            if r.samples.iter().all(|(_, t)| *t < cutoff) {
+                Prune::Remove
+            } else {
+                Prune::Keep
+            }
         })?;
         self.flush()?;
         Ok(changed)
@@ -584,7 +633,8 @@ impl Store {
             if due.len() < CHUNK && item.is_some() {
                 continue;
             }
-            let mut tx = self.overlay.begin();
+            // Each instance compacts its own store: not for the changelog.
+            let mut tx = self.overlay.begin_unjournaled();
             for k in due.drain(..) {
                 let Some(mut rec) = decode::<T>(&k, tx.get(&k)?)? else {
                     continue;
