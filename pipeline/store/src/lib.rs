@@ -30,11 +30,13 @@
 //! ([`Store::compact_if_due`]).
 
 pub mod changelog;
+mod compaction;
 pub mod overlay;
 pub mod records;
 pub mod review;
 
 use chrono::{DateTime, TimeZone, Utc};
+use compaction::{day_start, price_is_stale, Compactor};
 use haechi_engine::extract::IdentKind;
 use haechi_engine::history::{PreviousVersion, SellerSnapshot, SharedIdent};
 use haechi_engine::{Action, Analysis, EventKind, Listing, Verdict};
@@ -68,24 +70,6 @@ pub const STORE_FORMAT: u32 = 3;
 
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
-
-/// What [`Store::compact`] does to one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prune {
-    Keep,
-    Rewrite,
-    Remove,
-}
-
-impl Prune {
-    fn rewritten(changed: bool) -> Prune {
-        if changed {
-            Prune::Rewrite
-        } else {
-            Prune::Keep
-        }
-    }
-}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -130,6 +114,11 @@ pub struct HistoryConfig {
     pub duplicate_window_days: i64,
     /// Identifier links count only within this window.
     pub ident_window_days: i64,
+    /// Compaction runs when the event time has advanced this many days
+    /// since the last one: the store holds at most this much beyond the
+    /// retention. (Daily, a replay of a month spent most of its time
+    /// compacting: 400k events, 2 workers, 18.2k → 11.8k events/s.)
+    pub compact_every_days: i64,
 }
 
 impl Default for HistoryConfig {
@@ -138,6 +127,7 @@ impl Default for HistoryConfig {
             retention_days: 30,
             duplicate_window_days: 14,
             ident_window_days: 30,
+            compact_every_days: 7,
         }
     }
 }
@@ -170,12 +160,36 @@ fn band_key(band: u64) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Store {
     db: sled::Db,
-    overlay: Overlay,
+    overlay: std::sync::Arc<Overlay>,
     config: HistoryConfig,
     /// The latest event time recorded, persisted at each flush.
     last_event: std::sync::atomic::AtomicI64,
-    /// The last day (of event time) compacted, once known.
+    /// The last day (of event time) compacted or being compacted, once
+    /// known.
     compacted_day: std::sync::atomic::AtomicI64,
+    /// The compaction running on its own thread, if any.
+    compacting: std::sync::Mutex<Option<std::thread::JoinHandle<Result<u64>>>>,
+    /// Tells a running compaction to stop (the store is closing).
+    stop_compaction: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Store {
+    /// Stops a running compaction and waits for it (its writes not yet
+    /// flushed are dropped: the next one redoes them). Nothing else is flushed here: an
+    /// event loop that stops on an error must not make its half-delivered
+    /// batch durable.
+    fn drop(&mut self) {
+        self.stop_compaction
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let running = self
+            .compacting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Err(e)) = running.map(report_compaction) {
+            tracing::warn!(error = %e, "compaction at close");
+        }
+    }
 }
 
 impl Store {
@@ -200,11 +214,13 @@ impl Store {
             })?;
         check_format(&db, path)?;
         Ok(Store {
-            overlay: Overlay::open(db.clone(), &path.join(WAL_DIR))?,
+            overlay: std::sync::Arc::new(Overlay::open(db.clone(), &path.join(WAL_DIR))?),
             db,
             config,
             last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
             compacted_day: std::sync::atomic::AtomicI64::new(i64::MIN),
+            compacting: std::sync::Mutex::new(None),
+            stop_compaction: Default::default(),
         })
     }
 
@@ -301,8 +317,9 @@ impl Store {
         }
         snap.duplicate_text_sellers = self.duplicate_sellers(listing, &analysis.bands, now)?;
         if listing.price > 0 {
-            if let Some(p) =
-                self.get::<PriceRecord>(&keys::key(keys::PRICE, &analysis.product_key))?
+            if let Some(p) = self
+                .get::<PriceRecord>(&keys::key(keys::PRICE, &analysis.product_key))?
+                .filter(|p| !price_is_stale(p, now, self.config.retention_days))
             {
                 snap.usual_price = p.median();
                 snap.price_samples = p.samples.len() as u32;
@@ -441,7 +458,9 @@ impl Store {
             // the same features.
             if listing.price > 0 {
                 let k = keys::key(keys::PRICE, &analysis.product_key);
-                let mut rec: PriceRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                let mut rec: PriceRecord = decode(&k, tx.get(&k)?)?
+                    .filter(|p| !price_is_stale(p, now, self.config.retention_days))
+                    .unwrap_or_default();
                 rec.add(listing.price, now);
                 tx.put(k, encode(&rec));
             }
@@ -517,143 +536,106 @@ impl Store {
     /// (the current value, pending writes included) and written back like any
     /// other write: through the log, in batches.
     pub fn compact(&self) -> Result<u64> {
+        self.finish_compaction()?;
         self.flush()?;
-        match self.last_event_time()? {
-            Some(last) => self.compact_at(ms(last)),
-            None => Ok(0),
+        self.overlay.settle()?;
+        let changed = match self.last_event_time()? {
+            Some(last) => self.compactor().compact_at(day_start(ms(last)))?,
+            None => 0,
+        };
+        self.flush()?;
+        Ok(changed)
+    }
+
+    fn compactor(&self) -> Compactor {
+        Compactor {
+            db: self.db.clone(),
+            overlay: std::sync::Arc::clone(&self.overlay),
+            config: self.config.clone(),
+            stop: std::sync::Arc::clone(&self.stop_compaction),
         }
     }
 
-    /// Compaction once per day of event time, run by the event loops after
-    /// a flush: the first event of a new day triggers it, with the retention
-    /// counted from the start of that day, so whichever event triggers it
-    /// (a resumed replay, another batch split) it removes exactly the same
-    /// records. Returns the records changed when it ran.
-    pub fn compact_if_due(&self) -> Result<Option<u64>> {
+    /// Compaction every [`HistoryConfig::compact_every_days`] of event time,
+    /// on its own thread: the event loops call this between events and go
+    /// on. The first event of the day it is due starts it, with the
+    /// retention counted from the start of that day
+    /// (see [`compaction`] for why verdicts do not depend on when it runs).
+    /// Returns whether one was started.
+    pub fn compact_if_due(&self) -> Result<bool> {
         use std::sync::atomic::Ordering::Relaxed;
         let last = self.last_event.load(Relaxed);
-        if last == i64::MIN {
-            return Ok(None);
+        let every = self.config.compact_every_days.max(1);
+        let due = |done: i64| done.saturating_add(every) <= last.div_euclid(DAY_MS);
+        if last == i64::MIN || !due(self.compacted_day.load(Relaxed)) {
+            return Ok(false);
+        }
+        let mut running = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
+        if running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(false); // the next call starts it
+        }
+        if let Some(h) = running.take() {
+            report_compaction(h)?;
         }
         let day = last.div_euclid(DAY_MS);
-        let done = self.compacted_day.load(Relaxed);
-        if done >= day {
-            return Ok(None);
-        }
         let key = keys::key(keys::META, "compacted_day");
         let stored = self.get::<i64>(&key)?.unwrap_or(i64::MIN);
-        let changed = if stored >= day {
-            None
-        } else {
-            self.flush()?;
-            let n = self.compact_at(day * DAY_MS)?;
-            let mut tx = self.overlay.begin_unjournaled();
-            tx.put(key, encode(&day));
-            tx.commit();
-            Some(n)
-        };
-        self.compacted_day.store(day.max(stored), Relaxed);
-        Ok(changed)
+        if !due(stored) {
+            self.compacted_day.store(stored, Relaxed);
+            return Ok(false);
+        }
+        self.compacted_day.store(day, Relaxed);
+        let compactor = self.compactor();
+        let handle = std::thread::Builder::new()
+            .name("haechi-compact".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let changed = compactor.compact_at(day * DAY_MS)?;
+                if compactor.stopped() {
+                    return Ok(changed); // the day is not done
+                }
+                let mut tx = compactor.overlay.begin_unjournaled();
+                tx.put(key, encode(&day));
+                tx.commit();
+                tracing::info!(
+                    day,
+                    changed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "store compacted"
+                );
+                Ok(changed)
+            })
+            .map_err(|e| StoreError::Wal(format!("starting a compaction: {e}")))?;
+        *running = Some(handle);
+        Ok(true)
     }
 
-    fn compact_at(&self, now: i64) -> Result<u64> {
-        self.overlay.settle()?;
-        let cutoff = now - self.config.retention_days * DAY_MS;
-        let ident_cut = now - self.config.ident_window_days * DAY_MS;
-        let band_cut = now - self.config.duplicate_window_days * DAY_MS;
-        let mut changed = 0u64;
-        // Idempotency records older than the retention: decisions', and
-        // the events kept in each listing's record.
-        changed += self.compact_keyspace(keys::EVENT, |r: &mut EventRecord| {
-            if r.at < cutoff {
-                Prune::Remove
-            } else {
-                Prune::Keep
-            }
-        })?;
-        changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
-            let before = r.events.len();
-            r.events.retain(|e| e.at >= cutoff);
-            Prune::rewritten(r.events.len() != before)
-        })?;
-        changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
-            let before = r.sellers.len();
-            r.sellers.retain(|(_, t)| *t >= ident_cut);
-            if r.sellers.is_empty() && r.fraud_sellers.is_empty() {
-                Prune::Remove
-            } else {
-                Prune::rewritten(r.sellers.len() != before)
-            }
-        })?;
-        changed += self.compact_keyspace(keys::BAND, |r: &mut BandRecord| {
-            let before = r.sellers.len();
-            r.sellers.retain(|(_, t)| *t >= band_cut);
-            if r.sellers.is_empty() {
-                Prune::Remove
-            } else {
-                Prune::rewritten(r.sellers.len() != before)
-            }
-        })?;
-        // A product's price sample is already bounded (the last
-        // PRICE_SAMPLES); pruning it by age would only lose the reference of
-        // rare products (measured: a too-cheap LV bag on the test split,
-        // 7 samples, went unflagged). A product nobody listed within the
-        // retention goes.
-        changed += self.compact_keyspace(keys::PRICE, |r: &mut PriceRecord| {
-            if r.samples.iter().all(|(_, t)| *t < cutoff) {
-                Prune::Remove
-            } else {
-                Prune::Keep
-            }
-        })?;
+    /// Waits for a running compaction, then runs the one due, if any, here,
+    /// and flushes: the end of a replay leaves the same store whatever the
+    /// timing.
+    pub fn finish_compaction(&self) -> Result<()> {
+        let running = self
+            .compacting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = running {
+            report_compaction(h)?;
+        }
+        // Everything in sled first: the scan then sees every record.
         self.flush()?;
-        Ok(changed)
-    }
-
-    /// One keyspace of [`Store::compact`]: the keys `prune` changes, found
-    /// by a scan of sled, re-read and written through the overlay in chunks.
-    fn compact_keyspace<T: Serialize + DeserializeOwned>(
-        &self,
-        prefix: u8,
-        prune: impl Fn(&mut T) -> Prune,
-    ) -> Result<u64> {
-        const CHUNK: usize = 10_000;
-        let mut changed = 0u64;
-        let mut due: Vec<sled::IVec> = Vec::with_capacity(CHUNK);
-        let mut scan = self.db.scan_prefix([prefix]);
-        loop {
-            let item = scan.next().transpose()?;
-            if let Some((k, v)) = &item {
-                if let Some(mut rec) = decode::<T>(k, Some(v))? {
-                    if prune(&mut rec) != Prune::Keep {
-                        due.push(k.clone());
-                    }
-                }
-            }
-            if due.len() < CHUNK && item.is_some() {
-                continue;
-            }
-            // Each instance compacts its own store: not for the changelog.
-            let mut tx = self.overlay.begin_unjournaled();
-            for k in due.drain(..) {
-                let Some(mut rec) = decode::<T>(&k, tx.get(&k)?)? else {
-                    continue;
-                };
-                match prune(&mut rec) {
-                    Prune::Keep => continue,
-                    Prune::Rewrite => tx.put(k.to_vec(), encode(&rec)),
-                    Prune::Remove => tx.remove(k.to_vec()),
-                }
-                changed += 1;
-            }
-            tx.commit();
-            if self.pending() >= 50_000 || item.is_none() {
-                self.flush()?;
-            }
-            if item.is_none() {
-                return Ok(changed);
+        self.overlay.settle()?;
+        if self.compact_if_due()? {
+            let running = self
+                .compacting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(h) = running {
+                report_compaction(h)?;
             }
         }
+        self.flush()
     }
 
     /// Makes every write so far durable: one atomic batch, then fsync.
@@ -684,6 +666,7 @@ impl Store {
 
     /// Number of records per keyspace (for reports and tests).
     pub fn counts(&self) -> Result<std::collections::BTreeMap<char, u64>> {
+        self.finish_compaction()?;
         self.flush()?;
         self.overlay.settle()?;
         let mut out = std::collections::BTreeMap::new();
@@ -694,6 +677,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// The outcome of a compaction thread.
+fn report_compaction(h: std::thread::JoinHandle<Result<u64>>) -> Result<()> {
+    match h.join() {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(StoreError::Wal("the compaction thread panicked".into())),
     }
 }
 

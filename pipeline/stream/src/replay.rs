@@ -234,7 +234,7 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
     }
     out.flush().map_err(out_err(&cfg.out))?;
     dlq.flush().map_err(out_err(&cfg.dead_letter))?;
-    proc.store.flush()?;
+    proc.store.finish_compaction()?;
     let elapsed = start.elapsed().max(Duration::from_micros(1));
     s.seconds = elapsed.as_secs_f64();
     s.events_per_second = s.lines as f64 / s.seconds;
