@@ -610,30 +610,26 @@ impl Store {
         Ok(true)
     }
 
-    /// Waits for a running compaction, then runs the one due, if any, here,
-    /// and flushes: the end of a replay leaves the same store whatever the
-    /// timing.
-    pub fn finish_compaction(&self) -> Result<()> {
+    /// Waits for the running compaction, if any.
+    fn join_compaction(&self) -> Result<()> {
         let running = self
             .compacting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(h) = running {
-            report_compaction(h)?;
-        }
+        running.map_or(Ok(()), report_compaction)
+    }
+
+    /// Waits for a running compaction, then runs the one due, if any, here,
+    /// and flushes: the end of a replay leaves the same store whatever the
+    /// timing.
+    pub fn finish_compaction(&self) -> Result<()> {
+        self.join_compaction()?;
         // Everything in sled first: the scan then sees every record.
         self.flush()?;
         self.overlay.settle()?;
         if self.compact_if_due()? {
-            let running = self
-                .compacting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(h) = running {
-                report_compaction(h)?;
-            }
+            self.join_compaction()?;
         }
         self.flush()
     }
