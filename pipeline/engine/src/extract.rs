@@ -441,7 +441,7 @@ fn accounts(
         }
         let digits: String = run.iter().map(|&(s, e)| &text[s..e]).collect();
         let (start, end) = (run[0].0, run[run.len() - 1].1);
-        if !(10..=14).contains(&digits.len()) || is_phone(&digits) {
+        if is_phone(&digits) {
             continue;
         }
         let overlaps_phone = phones.iter().any(|p| {

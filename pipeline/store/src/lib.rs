@@ -8,14 +8,13 @@
 //! ## Atomicity and idempotency
 //!
 //! All keyspaces live in one sled tree, a one-byte prefix each. Writes go to
-//! an in-memory overlay ([`overlay`]); [`Store::flush`] applies everything
-//! pending in ONE atomic `apply_batch` and syncs it to disk. An event's
-//! effects enter the overlay together (under one lock), so every flush holds
-//! whole events: after a crash, an event is either wholly in the store or
-//! not at all. Reprocessing it (a replay, a Kafka redelivery) finds its
-//! idempotency record in its listing's record ([`Store::seen`]), re-emits
-//! the original verdict and
-//! changes nothing. The Kafka loop commits an offset only after the flush
+//! an in-memory overlay ([`overlay`]); [`Store::flush`] writes everything
+//! pending as ONE fsynced log file, which a background thread then applies
+//! to sled. An event's effects enter the overlay together (under one lock),
+//! so every flush holds whole events: after a crash, an event is either
+//! wholly in the store or not at all. Reprocessing it (a replay, a Kafka
+//! redelivery) finds its idempotency record in its listing's record
+//! ([`Store::seen`]), re-emits the original verdict and changes nothing. The Kafka loop commits an offset only after the flush
 //! that made its events durable.
 //!
 //! The engine stays pure: [`Store::snapshot`] reads what it needs before the
@@ -26,7 +25,8 @@
 //! Windows are lists of recent times trimmed on every write; index entries
 //! keep a bounded number of sellers; [`Store::compact`] drops idempotency
 //! records and index entries older than the retention, and products not
-//! listed within it. The event loops run it once per day of event time
+//! listed within it. The event loops start it every
+//! [`HistoryConfig::compact_every_days`] of event time, on its own thread
 //! ([`Store::compact_if_due`]).
 
 pub mod changelog;
@@ -70,6 +70,9 @@ pub const STORE_FORMAT: u32 = 3;
 
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
+
+/// The META key of the last day compacted.
+const COMPACTED_DAY: &[u8] = b"mcompacted_day";
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -164,8 +167,8 @@ pub struct Store {
     config: HistoryConfig,
     /// The latest event time recorded, persisted at each flush.
     last_event: std::sync::atomic::AtomicI64,
-    /// The last day (of event time) compacted or being compacted, once
-    /// known.
+    /// The last day (of event time) compacted or being compacted (the
+    /// stored "compacted_day" at open; the thread stores it when done).
     compacted_day: std::sync::atomic::AtomicI64,
     /// The compaction running on its own thread, if any.
     compacting: std::sync::Mutex<Option<std::thread::JoinHandle<Result<u64>>>>,
@@ -175,18 +178,13 @@ pub struct Store {
 
 impl Drop for Store {
     /// Stops a running compaction and waits for it (its writes not yet
-    /// flushed are dropped: the next one redoes them). Nothing else is flushed here: an
-    /// event loop that stops on an error must not make its half-delivered
-    /// batch durable.
+    /// flushed are dropped: the next one redoes them). Nothing else is
+    /// flushed here: an event loop that stops on an error must not make its
+    /// half-delivered batch durable.
     fn drop(&mut self) {
         self.stop_compaction
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let running = self
-            .compacting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(Err(e)) = running.map(report_compaction) {
+        if let Err(e) = self.join_compaction() {
             tracing::warn!(error = %e, "compaction at close");
         }
     }
@@ -213,12 +211,14 @@ impl Store {
                 source,
             })?;
         check_format(&db, path)?;
+        let overlay = Overlay::open(db.clone(), &path.join(WAL_DIR))?;
+        let compacted_day = decode::<i64>(COMPACTED_DAY, overlay.get(COMPACTED_DAY)?)?;
         Ok(Store {
-            overlay: std::sync::Arc::new(Overlay::open(db.clone(), &path.join(WAL_DIR))?),
+            overlay: std::sync::Arc::new(overlay),
             db,
             config,
             last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
-            compacted_day: std::sync::atomic::AtomicI64::new(i64::MIN),
+            compacted_day: std::sync::atomic::AtomicI64::new(compacted_day.unwrap_or(i64::MIN)),
             compacting: std::sync::Mutex::new(None),
             stop_compaction: Default::default(),
         })
@@ -243,11 +243,11 @@ impl Store {
         let Some(rec) = self.listing(listing_id)? else {
             return Ok(None);
         };
-        let Some(ev) = rec.events.into_iter().find(|e| e.event_id == event_id) else {
+        let Some(ev) = rec.event(event_id) else {
             return Ok(None);
         };
         serde_json::from_str(&ev.verdict_json)
-            .map(|v| Some((v, ev.verdict_json)))
+            .map(|v| Some((v, ev.verdict_json.clone())))
             .map_err(|e| StoreError::Corrupt {
                 key: format!("listing {listing_id} event {event_id}"),
                 message: e.to_string(),
@@ -530,14 +530,9 @@ impl Store {
     /// time: idempotency records, identifier links, band entries, products
     /// not listed within it. Returns the number of records removed or
     /// rewritten.
-    ///
-    /// Runs beside the event loop: sled is scanned without holding the
-    /// overlay, and every record to change is re-read through a transaction
-    /// (the current value, pending writes included) and written back like any
-    /// other write: through the log, in batches.
+    /// Synchronous, with everything in sled first (see [`compaction`]).
     pub fn compact(&self) -> Result<u64> {
         self.finish_compaction()?;
-        self.flush()?;
         self.overlay.settle()?;
         let changed = match self.last_event_time()? {
             Some(last) => self.compactor().compact_at(day_start(ms(last)))?,
@@ -578,12 +573,6 @@ impl Store {
             report_compaction(h)?;
         }
         let day = last.div_euclid(DAY_MS);
-        let key = keys::key(keys::META, "compacted_day");
-        let stored = self.get::<i64>(&key)?.unwrap_or(i64::MIN);
-        if !due(stored) {
-            self.compacted_day.store(stored, Relaxed);
-            return Ok(false);
-        }
         self.compacted_day.store(day, Relaxed);
         let compactor = self.compactor();
         let handle = std::thread::Builder::new()
@@ -595,7 +584,7 @@ impl Store {
                     return Ok(changed); // the day is not done
                 }
                 let mut tx = compactor.overlay.begin_unjournaled();
-                tx.put(key, encode(&day));
+                tx.put(COMPACTED_DAY.to_vec(), encode(&day));
                 tx.commit();
                 tracing::info!(
                     day,
@@ -634,7 +623,7 @@ impl Store {
         self.flush()
     }
 
-    /// Makes every write so far durable: one atomic batch, then fsync.
+    /// Makes every write so far durable: one log file, fsynced.
     pub fn flush(&self) -> Result<()> {
         self.note_last_event();
         self.overlay.flush()
@@ -663,7 +652,6 @@ impl Store {
     /// Number of records per keyspace (for reports and tests).
     pub fn counts(&self) -> Result<std::collections::BTreeMap<char, u64>> {
         self.finish_compaction()?;
-        self.flush()?;
         self.overlay.settle()?;
         let mut out = std::collections::BTreeMap::new();
         for item in self.db.iter() {

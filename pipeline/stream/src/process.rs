@@ -117,11 +117,6 @@ impl<'a> Processor<'a> {
         analysis: Analysis,
         t0: std::time::Instant,
     ) -> Result<Processed, StoreError> {
-        if self.auto_flush {
-            // At an event boundary fixed by the input: the same verdicts
-            // whatever the workers or a resume after a crash.
-            self.store.compact_if_due()?;
-        }
         let t1 = std::time::Instant::now();
         let snapshot = self.store.snapshot(listing, &analysis)?;
         let t2 = std::time::Instant::now();
@@ -147,6 +142,9 @@ impl<'a> Processor<'a> {
         {
             self.store.flush()?;
             self.last_flush.set(std::time::Instant::now());
+            // After a flush, as the Kafka loop does (verdicts do not depend
+            // on when compaction runs).
+            self.store.compact_if_due()?;
         }
         Ok(Processed {
             verdict,

@@ -19,7 +19,7 @@
 //!    wait for every delivery report (failed ones are produced again, the
 //!    same bytes): a published verdict always has its state in the
 //!    changelog;
-//! 4. **flush** the store (one atomic sled batch, fsync);
+//! 4. **flush** the store (one log file, fsync; sled is updated behind);
 //! 5. **store the offsets** of the batch for the next commit.
 //!
 //! An offset is therefore committed only when its event's verdict, its
@@ -578,8 +578,9 @@ impl<'a> Worker<'a> {
                 tracing::warn!(error = %e, topic, partition = p, "offset not stored; the events will be redelivered");
             }
         }
-        // Once per day of event time, on its own thread (its writes stay
-        // out of the changelog: each instance compacts its own store).
+        // Every `compact_every_days` of event time, on its own thread (its
+        // writes stay out of the changelog: each instance compacts its own
+        // store).
         self.store.compact_if_due()?;
         Ok(())
     }
