@@ -29,6 +29,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         }
     };
     let store = Store::open(&data_dir)?;
+    store.track_keys()?;
     let cfg = ReplayConfig {
         dead_letter: a
             .dead_letter

@@ -36,6 +36,8 @@ fn backtest(
     let (old_engine, new_engine) = (load(old)?, load(new)?);
     let (old_dir, new_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (old_store, new_store) = (Store::open(old_dir.path())?, Store::open(new_dir.path())?);
+    old_store.track_keys()?;
+    new_store.track_keys()?;
     let b = haechi_stream::backtest::backtest(
         &Processor::new(&old_engine, &old_store),
         &Processor::new(&new_engine, &new_store),

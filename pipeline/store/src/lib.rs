@@ -224,6 +224,20 @@ impl Store {
         })
     }
 
+    /// For long runs (replay, `haechi run`, training): reads every key once
+    /// so that looking up a key the store never held (a new listing, seller,
+    /// text band) skips sled (see [`overlay`]). One-off commands leave it.
+    pub fn track_keys(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let keys = self.overlay.track_keys()?;
+        tracing::info!(
+            keys,
+            seconds = started.elapsed().as_secs_f64(),
+            "store keys indexed"
+        );
+        Ok(())
+    }
+
     pub fn config(&self) -> &HistoryConfig {
         &self.config
     }

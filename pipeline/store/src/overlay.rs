@@ -65,6 +65,59 @@ struct Inner {
     journal: Option<Vec<Change>>,
     /// Why the applier stopped, if it did: every later flush reports it.
     failed: Option<String>,
+    /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
+    /// read of a key it has never seen is answered without sled.
+    present: Option<Present>,
+}
+
+/// The keys that may be in sled, as Bloom filters (no false negatives): a
+/// new listing, seller or text band is a key sled has never held, and
+/// looking it up there costs a descent through pages sled may have to read
+/// back from disk (27% of the replay's samples on the 400k day set).
+/// Filters are added, each twice the capacity of the last, as keys come;
+/// removed keys stay in (a false positive only costs the sled read).
+#[derive(Debug)]
+struct Present {
+    filters: Vec<fastbloom::BloomFilter>,
+    /// Capacity of the last filter, and keys in it.
+    capacity: usize,
+    in_last: usize,
+}
+
+impl Present {
+    /// False positives per filter (≈ 9.6 bits per key).
+    const FALSE_POS: f64 = 0.01;
+    const FIRST_CAPACITY: usize = 1 << 20;
+
+    fn new() -> Present {
+        Present {
+            filters: Vec::new(),
+            capacity: 0,
+            in_last: 0,
+        }
+    }
+
+    fn may_contain(&self, key: &[u8]) -> bool {
+        self.filters.iter().any(|f| f.contains(key))
+    }
+
+    fn insert(&mut self, key: &[u8]) {
+        if self.may_contain(key) {
+            return;
+        }
+        if self.in_last >= self.capacity {
+            self.capacity = (self.capacity * 2).max(Self::FIRST_CAPACITY);
+            self.in_last = 0;
+            self.filters.push(
+                fastbloom::BloomFilter::with_false_pos(Self::FALSE_POS)
+                    .expected_items(self.capacity),
+            );
+        }
+        if let Some(last) = self.filters.last_mut() {
+            last.insert(key);
+            self.in_last += 1;
+        }
+    }
 }
 
 /// A committed write, as change capture records it.
@@ -113,6 +166,9 @@ impl Inner {
         }
         if let Some(v) = self.cache.get(key) {
             return Ok(v.clone());
+        }
+        if self.present.as_ref().is_some_and(|p| !p.may_contain(key)) {
+            return Ok(None);
         }
         let v = db.get(key)?;
         if self.cache.len() >= CACHE_CAP {
@@ -211,6 +267,29 @@ impl Overlay {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Starts tracking which keys exist (see [`Present`]): reads every key
+    /// of sled once, so it is for long-running loops, not one-off commands.
+    /// Returns the number of keys found.
+    pub fn track_keys(&self) -> Result<usize> {
+        // Under the lock: a batch applied while sled is scanned is still in
+        // `applying` (the applier leaves it only under this lock).
+        let mut inner = self.inner();
+        if inner.present.is_some() {
+            return Ok(0);
+        }
+        let mut present = Present::new();
+        let mut n = 0;
+        for key in self.shared.db.iter().keys() {
+            present.insert(&key?);
+            n += 1;
+        }
+        for (k, _) in layers(&inner) {
+            present.insert(k);
+        }
+        inner.present = Some(present);
+        Ok(n)
     }
 
     /// Number of pending writes.
@@ -570,6 +649,11 @@ impl Tx<'_> {
                 thread,
             }));
         }
+        if let Some(present) = self.guard.present.as_mut() {
+            for (k, _) in writes.iter().filter(|(_, v)| v.is_some()) {
+                present.insert(k);
+            }
+        }
         for (k, v) in writes {
             self.guard.pending.insert(k, v);
         }
@@ -591,6 +675,60 @@ mod tests {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
         let o = Overlay::open(db.clone(), &dir.join("wal")).unwrap();
         (db, o)
+    }
+
+    #[test]
+    fn the_key_filter_never_forgets_a_key_and_grows_past_its_capacity() {
+        let key = |i: u32| format!("k{i}").into_bytes();
+        let n = Present::FIRST_CAPACITY as u32 + 200_000;
+        let mut p = Present::new();
+        for i in 0..n {
+            p.insert(&key(i));
+        }
+        assert_eq!(
+            p.filters.len(),
+            2,
+            "a second filter past the first's capacity"
+        );
+        assert!((0..n).all(|i| p.may_contain(&key(i))), "a false negative");
+        let unseen = 100_000;
+        let false_pos = (n..n + unseen).filter(|&i| p.may_contain(&key(i))).count();
+        assert!(
+            false_pos < unseen as usize * 3 / 100,
+            "{false_pos} false positives"
+        );
+    }
+
+    #[test]
+    fn tracked_reads_find_keys_sled_held_before_and_got_after() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_db, o) = open(dir.path());
+            let mut tx = o.begin();
+            tx.put(b"old".to_vec(), b"1".to_vec());
+            tx.commit();
+            o.flush().unwrap();
+            o.settle().unwrap();
+        }
+        let (_db, o) = open(dir.path());
+        let mut tx = o.begin();
+        tx.put(b"pending".to_vec(), b"2".to_vec());
+        tx.commit();
+        assert_eq!(o.track_keys().unwrap(), 2, "old + the applied-epoch mark");
+        let mut tx = o.begin();
+        tx.put(b"new".to_vec(), b"3".to_vec());
+        tx.commit();
+        o.flush().unwrap();
+        o.settle().unwrap();
+        o.inner().cache.clear(); // every read below goes to the filter, then sled
+        for (k, v) in [("old", "1"), ("pending", "2"), ("new", "3")] {
+            assert_eq!(
+                o.get(k.as_bytes()).unwrap().as_deref(),
+                Some(v.as_bytes()),
+                "{k}"
+            );
+        }
+        assert_eq!(o.get(b"never").unwrap(), None);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn load(engine: &Engine, path: &Path, progress: bool) -> Result<Dataset, Dat
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let dir = tempfile::tempdir().map_err(io)?;
     let store = Store::open(dir.path())?;
+    store.track_keys()?;
     let mut input = JsonlReader::open(path, progress, "features").map_err(io)?;
     let limits = Limits::default();
     let mut examples = Vec::new();

@@ -91,6 +91,10 @@ pub fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
             source,
         })?,
     );
+    store.track_keys().map_err(|source| RunError::Store {
+        path: cfg.store.data_dir.display().to_string(),
+        source,
+    })?;
     store.enable_changelog();
     let health = Arc::new(Health::default());
     health.beat();
