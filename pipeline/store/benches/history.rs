@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::from_sources(&sources).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    store.track_keys().unwrap();
 
     // A million sellers, each with one listing already recorded.
     let text = std::fs::read_to_string(root.join("fixtures/train.jsonl")).unwrap();
@@ -70,7 +71,12 @@ fn bench(c: &mut Criterion) {
             let k = (n * 7919) % pool.len();
             let mut l = pool[k].clone();
             l.seller_id = format!("seller-{}", (n * 104_729) % SELLERS);
+            // A new listing each cycle: reusing the pool's 20,000 listing
+            // ids grew their records by one event per cycle (hundreds of
+            // verdicts each, decoded and rewritten every time), which no
+            // real listing does.
             l.event_id = format!("cycle-{n}");
+            l.listing_id = format!("cycle-{n}");
             let a = &analyses[k];
             let snap = store.snapshot(&l, a).unwrap();
             let v = engine.decide(&l, a, &snap);

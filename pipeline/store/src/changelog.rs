@@ -32,21 +32,39 @@
 use crate::overlay::{Change, Tx};
 use crate::records::*;
 use crate::review::{encode_case, queue_key, Case, Status};
-use crate::{decode, encode, keys, Result, Store, StoreError};
+use crate::{decode, encode, keys, Result, Store, StoreError, STORE_FORMAT};
 
 /// A change as it travels through the changelog: the store key and the new
 /// value (`None`: removed).
 pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 
 /// One changelog message: every change of one event (so a restore applies
-/// an event wholly or not at all), postcard-encoded.
+/// an event wholly or not at all): a zero byte, the [`STORE_FORMAT`] its
+/// values are written in, then the changes in postcard. (Untagged messages
+/// of store format 3 and older began with their non-zero change count.)
 pub fn encode_changes(changes: &[KeyValue]) -> Vec<u8> {
-    postcard::to_allocvec(changes).unwrap_or_default()
+    postcard::to_extend(changes, vec![0, STORE_FORMAT as u8]).unwrap_or_default()
 }
 
-/// Reads a changelog message written by [`encode_changes`].
+/// Reads a changelog message written by [`encode_changes`]; a message of
+/// another store format is refused, not misread.
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<KeyValue>> {
-    postcard::from_bytes(bytes).map_err(|e| corrupt(b"changelog message", e.to_string()))
+    let format = match bytes {
+        [0, f, ..] => u32::from(*f),
+        _ => 3,
+    };
+    if format != STORE_FORMAT {
+        return Err(corrupt(
+            b"changelog message",
+            format!(
+                "written by a haechi with store format {format}{}, this one reads {STORE_FORMAT}: \
+                 let every instance restore past it before upgrading (or start from an empty \
+                 changelog topic)",
+                if format == 3 { " or older" } else { "" }
+            ),
+        ));
+    }
+    postcard::from_bytes(&bytes[2..]).map_err(|e| corrupt(b"changelog message", e.to_string()))
 }
 
 /// Keyspaces that follow a partition through the changelog.
@@ -171,7 +189,7 @@ impl Store {
                 Some(keys::BAND) => {
                     let theirs: BandRecord = decode_one(key, value)?;
                     let mut ours: BandRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
-                    for (s, t) in theirs.sellers {
+                    for (s, t) in theirs.sellers.0 {
                         ours.touch(s, t);
                     }
                     tx.put(key.clone(), encode(&ours));
@@ -262,7 +280,7 @@ fn merge_listing(ours: ListingRecord, mut theirs: ListingRecord) -> ListingRecor
 
 fn merge_prices(a: PriceRecord, b: PriceRecord) -> PriceRecord {
     let mut samples = a.samples;
-    for s in b.samples {
+    for s in b.samples.0 {
         if !samples.contains(&s) {
             samples.push(s);
         }
@@ -306,6 +324,21 @@ fn restore_case(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn changelog_messages_carry_their_store_format_and_older_ones_are_refused() {
+        let changes: Vec<KeyValue> =
+            vec![(b"sx".to_vec(), Some(vec![1, 2])), (b"ly".to_vec(), None)];
+        assert_eq!(decode_changes(&encode_changes(&changes)).unwrap(), changes);
+        // Store format 3 wrote the bare postcard list: it starts with its count.
+        let untagged = postcard::to_allocvec(&changes).unwrap();
+        let err = decode_changes(&untagged).unwrap_err().to_string();
+        assert!(err.contains("store format 3 or older"), "{err}");
+        let mut other = encode_changes(&changes);
+        other[1] = 9;
+        let err = decode_changes(&other).unwrap_err().to_string();
+        assert!(err.contains("store format 9"), "{err}");
+    }
+
     fn seller(total: u32, recent: &[i64], fraud: u32) -> SellerRecord {
         SellerRecord {
             first_seen: recent.first().copied().unwrap_or(0),
@@ -335,7 +368,7 @@ mod tests {
         let ev = |id: &str, at: i64| EventRecord {
             event_id: id.into(),
             at,
-            verdict_json: format!("{{\"v\":\"{id}\"}}"),
+            verdict: None,
         };
         let listing = |events: Vec<EventRecord>, action: haechi_engine::Action| ListingRecord {
             seller_id: "s".into(),

@@ -31,6 +31,7 @@
 
 pub mod changelog;
 mod compaction;
+mod migrate;
 pub mod overlay;
 pub mod records;
 pub mod review;
@@ -62,11 +63,13 @@ pub enum StoreError {
     Format { path: String, found: String },
 }
 
-/// The layout of the records; a store written with another one is refused
-/// at open rather than misread. 2: events' idempotency records moved into
-/// their listing's record. 3: writes go through a log in `wal/` first (a
-/// format-2 store is upgraded in place: it has no log yet).
-pub const STORE_FORMAT: u32 = 3;
+/// The layout of the records; a store written with another one is upgraded
+/// at open when this haechi knows how (`migrate`), refused otherwise
+/// rather than misread. 2: events' idempotency records moved into their
+/// listing's record. 3: writes go through a log in `wal/` first. 4:
+/// verdicts in postcard, band and price samples fixed-width (2 and 3 are
+/// upgraded in place).
+pub const STORE_FORMAT: u32 = 4;
 
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
@@ -210,8 +213,12 @@ impl Store {
                 ),
                 source,
             })?;
-        check_format(&db, path)?;
+        let upgrade_from = check_format(&db, path)?;
+        // A format-3 log holds format-3 records: applied before the upgrade.
         let overlay = Overlay::open(db.clone(), &path.join(WAL_DIR))?;
+        if let Some(from) = upgrade_from {
+            migrate::upgrade(&db, from)?;
+        }
         let compacted_day = decode::<i64>(COMPACTED_DAY, overlay.get(COMPACTED_DAY)?)?;
         Ok(Store {
             overlay: std::sync::Arc::new(overlay),
@@ -252,16 +259,17 @@ impl Store {
         Ok(self.seen_json(listing_id, event_id)?.map(|(v, _)| v))
     }
 
-    /// [`Store::seen`] with the verdict's original bytes.
+    /// [`Store::seen`] with the verdict's JSON: the bytes first emitted.
     pub fn seen_json(&self, listing_id: &str, event_id: &str) -> Result<Option<(Verdict, String)>> {
         let Some(rec) = self.listing(listing_id)? else {
             return Ok(None);
         };
-        let Some(ev) = rec.event(event_id) else {
+        let Some(stored) = rec.event(event_id).and_then(|e| e.verdict.as_ref()) else {
             return Ok(None);
         };
-        serde_json::from_str(&ev.verdict_json)
-            .map(|v| Some((v, ev.verdict_json.clone())))
+        let verdict = stored.verdict(event_id, listing_id);
+        serde_json::to_string(&verdict)
+            .map(|json| Some((verdict, json)))
             .map_err(|e| StoreError::Corrupt {
                 key: format!("listing {listing_id} event {event_id}"),
                 message: e.to_string(),
@@ -352,7 +360,7 @@ impl Store {
             let Some(rec) = self.get::<BandRecord>(&band_key(b))? else {
                 continue;
             };
-            for &(s, t) in &rec.sellers {
+            for &(s, t) in rec.sellers.iter() {
                 if s == me || t < horizon {
                     continue;
                 }
@@ -370,22 +378,6 @@ impl Store {
     /// price, and (for review and block verdicts) its review case — all as
     /// one unit. Recording an event a second time changes nothing.
     pub fn record(&self, listing: &Listing, analysis: &Analysis, verdict: &Verdict) -> Result<()> {
-        let json = serde_json::to_string(verdict).map_err(|e| StoreError::Corrupt {
-            key: listing.event_id.clone(),
-            message: e.to_string(),
-        })?;
-        self.record_with_json(listing, analysis, verdict, json)
-    }
-
-    /// [`Store::record`] with the verdict already serialized (the caller
-    /// writes the same bytes to its output: serialize once).
-    pub fn record_with_json(
-        &self,
-        listing: &Listing,
-        analysis: &Analysis,
-        verdict: &Verdict,
-        verdict_json: String,
-    ) -> Result<()> {
         let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
         let previous: Option<ListingRecord> = decode(&listing_key, tx.get(&listing_key)?)?;
@@ -438,7 +430,7 @@ impl Store {
         events.push(EventRecord {
             event_id: listing.event_id.clone(),
             at: now,
-            verdict_json,
+            verdict: Some(StoredVerdict::new(verdict)),
         });
         let listing_rec = ListingRecord {
             seller_id: listing.seller_id.clone(),
@@ -523,7 +515,7 @@ impl Store {
             encode(&EventRecord {
                 event_id: decision_id.to_owned(),
                 at: self.last_event.load(std::sync::atomic::Ordering::Relaxed),
-                verdict_json: String::new(),
+                verdict: None,
             }),
         );
         tx.commit();
@@ -686,31 +678,27 @@ fn report_compaction(h: std::thread::JoinHandle<Result<u64>>) -> Result<()> {
     }
 }
 
-/// Refuses a store written in another format; stamps a new one.
-fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+/// Stamps a new store; refuses one written in a format this haechi cannot
+/// upgrade. Returns the format to upgrade from, if the store needs it.
+fn check_format(db: &sled::Db, path: &Path) -> Result<Option<u32>> {
     let key = keys::key(keys::META, "format");
     let found: Option<u32> = match db.get(&key)? {
         Some(v) => postcard::from_bytes(&v).ok(),
         None if db.is_empty() => {
             db.insert(&key, encode(&STORE_FORMAT))?;
             db.flush()?;
-            return Ok(());
+            return Ok(None);
         }
         None => None,
     };
-    if found == Some(STORE_FORMAT) {
-        return Ok(());
+    match found {
+        Some(STORE_FORMAT) => Ok(None),
+        Some(from @ (2 | 3)) => Ok(Some(from)),
+        _ => Err(StoreError::Format {
+            path: path.display().to_string(),
+            found: found.map_or("1 (unstamped)".into(), |f| f.to_string()),
+        }),
     }
-    if found == Some(2) {
-        // Same records; the log starts empty.
-        db.insert(&key, encode(&STORE_FORMAT))?;
-        db.flush()?;
-        return Ok(());
-    }
-    Err(StoreError::Format {
-        path: path.display().to_string(),
-        found: found.map_or("1 (unstamped)".into(), |f| f.to_string()),
-    })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(

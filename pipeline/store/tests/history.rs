@@ -254,6 +254,133 @@ fn a_store_of_another_format_is_refused_with_a_clear_error() {
     );
 }
 
+/// The layout of format 3 (and 2), written here independently of the store's
+/// own upgrade code.
+mod format3 {
+    #[derive(serde::Serialize)]
+    pub struct EventRecord {
+        pub event_id: String,
+        pub at: i64,
+        pub verdict_json: String,
+    }
+
+    #[derive(serde::Serialize)]
+    pub struct ListingRecord {
+        pub seller_id: String,
+        pub had_contact: bool,
+        pub action: haechi_engine::Action,
+        pub deleted: bool,
+        pub last_event: String,
+        pub idents: Vec<String>,
+        pub events: Vec<EventRecord>,
+    }
+}
+
+#[test]
+fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
+    use haechi_store::records::{BandRecord, ListingRecord, PriceRecord};
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let text = |seller: &str, at: i64| Ev {
+        seller: seller.into(),
+        listing: None,
+        event: None,
+        title: "아이폰 15 프로 급처".into(),
+        body: "선입금 주시면 바로 보내드려요 카톡 abc123 으로 연락 주세요".into(),
+        price: 900_000,
+        at,
+        category: Some("phones".into()),
+        joined: None,
+    };
+    let events: Vec<Listing> = [text("a", 0), text("b", 10), text("c", 20), text("d", 30)]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| listing(i, e, 0))
+        .collect();
+    // The reference: format 4 from the start.
+    let (jsons, reference) = {
+        let store = Store::open(dir.path()).unwrap();
+        let mut jsons = Vec::new();
+        for l in &events[..3] {
+            let a = engine.analyze(l);
+            let v = engine.decide(l, &a, &store.snapshot(l, &a).unwrap());
+            store.record(l, &a, &v).unwrap();
+            jsons.push(serde_json::to_string(&v).unwrap());
+        }
+        let last = &events[3];
+        let snap = store.snapshot(last, &engine.analyze(last)).unwrap();
+        store.flush().unwrap();
+        store.counts().unwrap(); // settles: everything in sled
+        (jsons, snap)
+    };
+    assert!(reference.duplicate_text_sellers >= 2 && reference.usual_price.is_some());
+    // Rewritten by hand as format 3: verdicts as JSON text, samples as varints.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        for item in db.iter() {
+            let (k, v) = item.unwrap();
+            let old = match k[0] {
+                b'l' => {
+                    let r: ListingRecord = postcard::from_bytes(&v).unwrap();
+                    let events = r
+                        .events
+                        .iter()
+                        .map(|e| format3::EventRecord {
+                            event_id: e.event_id.clone(),
+                            at: e.at,
+                            verdict_json: jsons
+                                .iter()
+                                .find(|j| j.contains(&format!("\"{}\"", e.event_id)))
+                                .unwrap()
+                                .clone(),
+                        })
+                        .collect();
+                    postcard::to_allocvec(&format3::ListingRecord {
+                        seller_id: r.seller_id,
+                        had_contact: r.had_contact,
+                        action: r.action,
+                        deleted: r.deleted,
+                        last_event: r.last_event,
+                        idents: r.idents,
+                        events,
+                    })
+                }
+                b'b' => {
+                    let r: BandRecord = postcard::from_bytes(&v).unwrap();
+                    postcard::to_allocvec(&r.sellers.0)
+                }
+                b'p' => {
+                    let r: PriceRecord = postcard::from_bytes(&v).unwrap();
+                    postcard::to_allocvec(&r.samples.0)
+                }
+                _ => continue,
+            };
+            db.insert(k, old.unwrap()).unwrap();
+        }
+        db.insert(b"mformat", postcard::to_allocvec(&3u32).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    for (l, json) in events.iter().zip(&jsons) {
+        let (_, again) = store
+            .seen_json(&l.listing_id, &l.event_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&again, json, "the very same verdict bytes");
+    }
+    let last = &events[3];
+    assert_eq!(
+        store.snapshot(last, &engine.analyze(last)).unwrap(),
+        reference
+    );
+    // Stamped: the next open does not upgrade again.
+    drop(store);
+    let db = sled::open(dir.path()).unwrap();
+    let format: u32 = postcard::from_bytes(&db.get(b"mformat").unwrap().unwrap()).unwrap();
+    assert_eq!(format, haechi_store::STORE_FORMAT);
+}
+
 #[test]
 fn daily_compaction_drops_what_left_the_retention_and_keeps_the_rest() {
     let engine = engine();

@@ -126,8 +126,7 @@ impl<'a> Processor<'a> {
             key: listing.event_id.clone(),
             message: e.to_string(),
         })?;
-        self.store
-            .record_with_json(listing, &analysis, &verdict, json.clone())?;
+        self.store.record(listing, &analysis, &verdict)?;
         let timings = StageTimes {
             analyze: t1 - t0,
             history: t2 - t1,
