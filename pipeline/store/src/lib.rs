@@ -355,22 +355,24 @@ impl Store {
     fn duplicate_sellers(&self, listing: &Listing, bands: &[u64], now: i64) -> Result<u32> {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
         let me = seller_hash(&listing.seller_id);
-        let mut seen: Vec<(u64, u32)> = Vec::new();
+        // Every other seller once per band shared (a bucket lists a seller
+        // once); sorted, a run of two or more is a seller sharing two bands.
+        let mut others: Vec<u64> = Vec::new();
         for &b in bands {
-            let Some(rec) = self.get::<BandRecord>(&band_key(b))? else {
-                continue;
-            };
-            for &(s, t) in rec.sellers.iter() {
-                if s == me || t < horizon {
-                    continue;
-                }
-                match seen.iter_mut().find(|(x, _)| *x == s) {
-                    Some((_, n)) => *n += 1,
-                    None => seen.push((s, 1)),
-                }
+            if let Some(rec) = self.get::<BandRecord>(&band_key(b))? {
+                others.extend(
+                    rec.sellers
+                        .iter()
+                        .filter(|&&(s, t)| s != me && t >= horizon)
+                        .map(|&(s, _)| s),
+                );
             }
         }
-        Ok(seen.iter().filter(|(_, n)| *n >= 2).count() as u32)
+        others.sort_unstable();
+        Ok(others
+            .chunk_by(|a, b| a == b)
+            .filter(|run| run.len() >= 2)
+            .count() as u32)
     }
 
     /// Records a decided event: its idempotency record, its seller's
