@@ -118,12 +118,39 @@ impl Default for EngineConfig {
 pub struct StoreConfig {
     /// The sled store of this instance (seller history and review queue).
     pub data_dir: PathBuf,
+    /// Days of event time an event's idempotency record is kept (a
+    /// redelivery older than this is judged again) and a product's prices
+    /// count.
+    pub retention_days: i64,
+    /// Days near-duplicate text by other sellers counts.
+    pub duplicate_window_days: i64,
+    /// Days a shared phone / messenger ID / account / domain counts.
+    pub ident_window_days: i64,
+    /// Compaction runs every this many days of event time.
+    pub compact_every_days: i64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
+        let h = haechi_store::HistoryConfig::default();
         StoreConfig {
             data_dir: "data/haechi".into(),
+            retention_days: h.retention_days,
+            duplicate_window_days: h.duplicate_window_days,
+            ident_window_days: h.ident_window_days,
+            compact_every_days: h.compact_every_days,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The history settings (checked by [`RunConfig::validate`]).
+    pub fn history(&self) -> haechi_store::HistoryConfig {
+        haechi_store::HistoryConfig {
+            retention_days: self.retention_days,
+            duplicate_window_days: self.duplicate_window_days,
+            ident_window_days: self.ident_window_days,
+            compact_every_days: self.compact_every_days,
         }
     }
 }
@@ -303,6 +330,17 @@ impl RunConfig {
         if self.kafka.brokers.trim().is_empty() {
             return Err("kafka.brokers is empty".into());
         }
+        let s = &self.store;
+        for (name, days) in [
+            ("retention_days", s.retention_days),
+            ("duplicate_window_days", s.duplicate_window_days),
+            ("ident_window_days", s.ident_window_days),
+            ("compact_every_days", s.compact_every_days),
+        ] {
+            if days < 1 {
+                return Err(format!("store.{name} must be at least 1 (day), not {days}"));
+            }
+        }
         Ok(())
     }
 }
@@ -378,10 +416,13 @@ mod tests {
                 ("HAECHI_LOG__JSON", "true"),
                 ("HAECHI_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "50"),
                 ("HAECHI_LOG", "debug"),
+                ("HAECHI_STORE__RETENTION_DAYS", "45"),
                 ("PATH", "/bin"),
             ]),
         )
         .unwrap();
+        assert_eq!(cfg.store.history().retention_days, 45);
+        assert_eq!(cfg.store.history().duplicate_window_days, 14, "the default");
         assert_eq!(cfg.kafka.brokers, "b:2");
         assert_eq!(cfg.batch.max_events, 20);
         assert_eq!(cfg.kafka.group_id, "123");
@@ -400,5 +441,8 @@ mod tests {
         assert!(e.to_string().contains("no section [nope]"), "{e}");
         let e = RunConfig::from_parts("[batch]\nmax_events = 0\n", "t.toml", []).unwrap_err();
         assert!(e.to_string().contains("max_events"), "{e}");
+        let e = RunConfig::from_parts("[store]\nduplicate_window_days = 0\n", "t.toml", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("store.duplicate_window_days"), "{e}");
     }
 }

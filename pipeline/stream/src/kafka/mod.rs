@@ -86,9 +86,11 @@ pub fn run(cfg: RunConfig) -> Result<RunSummary, RunError> {
     let metrics = obs::install().map_err(RunError::Setup)?;
     let reloader = Arc::new(reloader(&cfg)?);
     let store = Arc::new(
-        Store::open(&cfg.store.data_dir).map_err(|source| RunError::Store {
-            path: cfg.store.data_dir.display().to_string(),
-            source,
+        Store::open_with(&cfg.store.data_dir, cfg.store.history()).map_err(|source| {
+            RunError::Store {
+                path: cfg.store.data_dir.display().to_string(),
+                source,
+            }
         })?,
     );
     store.track_keys().map_err(|source| RunError::Store {
