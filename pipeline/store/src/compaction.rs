@@ -62,6 +62,16 @@ pub(crate) fn price_is_stale(rec: &PriceRecord, now: i64, retention_days: i64) -
     rec.samples.iter().all(|(_, t)| *t < cutoff)
 }
 
+/// A listing none of whose events is within the retention (as of the day of
+/// `now`): compaction removes its record, so snapshot and record treat it as
+/// never seen whether compaction ran yet or not (an edit after the retention
+/// has no previous version; without this, every listing ever posted would
+/// keep a record forever).
+pub(crate) fn listing_is_stale(rec: &ListingRecord, now: i64, retention_days: i64) -> bool {
+    let cutoff = day_start(now) - retention_days * DAY_MS;
+    rec.events.iter().all(|e| e.at < cutoff)
+}
+
 impl Compactor {
     /// Compacts as of the start of a day (`now`, see [`day_start`]); what
     /// is still above sled is left for the next day.
@@ -79,10 +89,15 @@ impl Compactor {
                 Prune::Keep
             }
         })?;
+        // A listing with no event left goes whole (see [`listing_is_stale`]).
         changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
             let before = r.events.len();
             r.events.retain(|e| e.at >= cutoff);
-            Prune::rewritten(r.events.len() != before)
+            if r.events.is_empty() {
+                Prune::Remove
+            } else {
+                Prune::rewritten(r.events.len() != before)
+            }
         })?;
         changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
             let before = r.sellers.len();

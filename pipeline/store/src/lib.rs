@@ -37,7 +37,7 @@ pub mod records;
 pub mod review;
 
 use chrono::{DateTime, TimeZone, Utc};
-use compaction::{day_start, price_is_stale, Compactor};
+use compaction::{day_start, listing_is_stale, price_is_stale, Compactor};
 use haechi_engine::extract::IdentKind;
 use haechi_engine::history::{PreviousVersion, SellerSnapshot, SharedIdent};
 use haechi_engine::{Action, Analysis, EventKind, Listing, Verdict};
@@ -313,7 +313,11 @@ impl Store {
             snap.cleared = s.cleared;
         }
         if listing.event != EventKind::Created {
-            if let Some(l) = self.listing(&listing.listing_id)? {
+            let retention = self.config.retention_days;
+            if let Some(l) = self
+                .listing(&listing.listing_id)?
+                .filter(|l| !listing_is_stale(l, now, retention))
+            {
                 snap.previous = Some(PreviousVersion {
                     had_contact: l.had_contact,
                     action: l.action,
@@ -382,6 +386,7 @@ impl Store {
     pub fn record(&self, listing: &Listing, analysis: &Analysis, verdict: &Verdict) -> Result<()> {
         let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
+        let now = ms(listing.created_at);
         let previous: Option<ListingRecord> = decode(&listing_key, tx.get(&listing_key)?)?;
         if previous
             .as_ref()
@@ -389,7 +394,8 @@ impl Store {
         {
             return Ok(());
         }
-        let now = ms(listing.created_at);
+        // Past the retention the listing starts afresh, as if compacted.
+        let previous = previous.filter(|p| !listing_is_stale(p, now, self.config.retention_days));
 
         // The seller.
         let seller_key = keys::key(keys::SELLER, &listing.seller_id);

@@ -441,6 +441,19 @@ fn daily_compaction_drops_what_left_the_retention_and_keeps_the_rest() {
     };
     assert_eq!(probe("갤럭시 버즈").price_samples, 0);
     assert_eq!(probe("아이폰 14").price_samples, 2);
+    // An edit on day 40 of a listing last seen on day 0 (past the retention)
+    // has no previous version, whether compaction removed its record yet
+    // or not; day 20's listing has one.
+    let edit = |id: &str| {
+        let mut e = ev("a", "아이폰 14", "수정했어요", 40);
+        e.listing = Some(id.into());
+        e.event = Some("updated".into());
+        let l = listing(8, &e, 0);
+        store.snapshot(&l, &engine.analyze(&l)).unwrap().previous
+    };
+    assert!(store.listing("l0").unwrap().is_some(), "not compacted yet");
+    assert_eq!(edit("l0"), None);
+    assert!(edit("l2").is_some());
     // Day 40 is due: the end of a replay runs it.
     store.finish_compaction().unwrap();
     assert!(!store.compact_if_due().unwrap(), "once a day");
@@ -460,7 +473,11 @@ fn daily_compaction_drops_what_left_the_retention_and_keeps_the_rest() {
     // reference must not thin out); the earbuds' record is gone.
     assert_eq!(probe("아이폰 14").price_samples, 2);
     assert_eq!(after.get(&'p'), Some(&2));
-    assert!(store.listing("l0").unwrap().unwrap().events.is_empty());
+    // Listings with no event within the retention are gone (their state
+    // would otherwise stay forever); day 20's is kept.
+    assert!(store.listing("l0").unwrap().is_none());
+    assert!(store.listing("l2").unwrap().is_some());
+    assert_eq!(edit("l0"), None);
     // Compacting again changes nothing.
     assert_eq!(store.compact().unwrap(), 0);
     // The day compacted is remembered across a restart.
