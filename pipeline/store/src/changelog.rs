@@ -2,10 +2,12 @@
 //!
 //! With change capture on ([`Store::enable_changelog`]), every write the
 //! store commits is also kept in a journal. The Kafka loop takes it after
-//! each event ([`Store::take_changes`]) and produces the event's changes as
-//! ONE message ([`encode_changes`]) to the changelog topic's partition with
-//! the event's partition number — one message, so that a crash in the
-//! middle of a batch's deliveries leaves whole events in the changelog. The
+//! each event ([`Store::take_changes`]) and produces the changes of a
+//! batch's consecutive events of one partition as one message
+//! ([`encode_changes`], cut at event boundaries past 256 KB) to the
+//! changelog topic's partition with that number — never an event split
+//! over two messages, so that a crash in the middle of a batch's deliveries
+//! leaves whole events in the changelog. The
 //! instance that is assigned a partition reads that changelog partition
 //! from its checkpoint on and applies it ([`Store::restore`]) before it
 //! judges the partition's first event.

@@ -28,7 +28,7 @@
 //! from the changelog on another instance) knows them by event id and
 //! re-emits their original verdicts without counting anything twice.
 
-use super::config::RunConfig;
+use super::config::{KafkaConfig, RunConfig};
 use super::obs::{self, Health};
 use crate::process::{parallel_map, Processed, Processor};
 use crate::reload::{ReloadOutcome, Reloader};
@@ -151,6 +151,26 @@ struct Outgoing {
     key: Vec<u8>,
     /// `None`: a tombstone (a removed store key in the changelog).
     payload: Option<Vec<u8>>,
+}
+
+/// A changelog message holds the changes of consecutive events of one
+/// partition, cut at an event boundary once past this many bytes (well
+/// under Kafka's 1 MB default message limit). One message per event was
+/// half of all messages produced, and the broker shares our two cores.
+const CHANGELOG_MESSAGE_BYTES: usize = 256 << 10;
+
+fn change_bytes((key, value): &KeyValue) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + 8
+}
+
+/// The message of a partition's accumulated changes (taken, left empty).
+fn changelog_message(k: &KafkaConfig, partition: i32, changes: &mut Vec<KeyValue>) -> Outgoing {
+    Outgoing {
+        topic: k.changelog_topic.clone(),
+        partition: Some(partition),
+        key: b"events".to_vec(),
+        payload: Some(encode_changes(&std::mem::take(changes))),
+    }
 }
 
 /// The loop's parts.
@@ -511,6 +531,8 @@ impl<'a> Worker<'a> {
         let mut other: Vec<KeyValue> = self.store.take_changes().other;
         let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // Each partition's changes, whole events per message.
+        let mut changelog: BTreeMap<i32, (Vec<KeyValue>, usize)> = BTreeMap::new();
         // Decoding and analysis are pure: all of the batch's listings at once,
         // on several threads; everything stateful below stays in order.
         let limits = &self.limits;
@@ -527,14 +549,20 @@ impl<'a> Worker<'a> {
             }
             let taken = self.store.take_changes();
             if !taken.own.is_empty() {
-                out.push(Outgoing {
-                    topic: k.changelog_topic.clone(),
-                    partition: Some(m.partition()),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    payload: Some(encode_changes(&taken.own)),
-                });
+                let (changes, bytes) = changelog.entry(m.partition()).or_default();
+                if *bytes >= CHANGELOG_MESSAGE_BYTES {
+                    out.push(changelog_message(k, m.partition(), changes));
+                    *bytes = 0;
+                }
+                *bytes += taken.own.iter().map(change_bytes).sum::<usize>();
+                changes.extend(taken.own);
             }
             other.extend(taken.other);
+        }
+        for (partition, (changes, _)) in &mut changelog {
+            if !changes.is_empty() {
+                out.push(changelog_message(k, *partition, changes));
+            }
         }
         if !other.is_empty() {
             let payload = encode_changes(&other);
