@@ -47,6 +47,9 @@ pub(crate) struct Compactor {
     /// Set when the store closes: a running compaction stops at the next
     /// record (what it wrote stays valid; the next one finishes the job).
     pub(crate) stop: Arc<AtomicBool>,
+    /// Whether it may flush pending writes itself when the loop is idle
+    /// (not when a Kafka loop owns the flushes: see `Store::own_flushes`).
+    pub(crate) may_flush: bool,
 }
 
 /// The start of the day (of event time) `t` falls in.
@@ -139,13 +142,14 @@ impl Compactor {
 
     /// Compaction's writes are made durable by the event loop's own flushes
     /// (in Kafka, a flush must not overtake the changelog of the batch being
-    /// judged). Past `PENDING_CAP` pending writes it waits for one; an idle
-    /// loop gets a second, then compaction flushes itself.
+    /// judged; that loop also flushes when idle). Past `PENDING_CAP` pending
+    /// writes it waits for one; a replay that stopped feeding events gets a
+    /// second, then compaction flushes itself.
     fn let_the_loop_flush(&self) -> Result<()> {
         const PENDING_CAP: usize = 100_000;
         let since = std::time::Instant::now();
         while self.overlay.pending() >= PENDING_CAP {
-            if since.elapsed() >= std::time::Duration::from_secs(1) {
+            if self.may_flush && since.elapsed() >= std::time::Duration::from_secs(1) {
                 return self.overlay.flush();
             }
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -177,7 +177,15 @@ pub struct Store {
     compacting: std::sync::Mutex<Option<std::thread::JoinHandle<Result<u64>>>>,
     /// Tells a running compaction to stop (the store is closing).
     stop_compaction: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The thread whose flushes make everything durable, if one claimed
+    /// them ([`Store::own_flushes`]); the others wait for its flushes.
+    flush_owner: std::sync::Mutex<Option<std::thread::ThreadId>>,
+    /// Flushes of other threads waiting for the owner's.
+    flush_waiters: std::sync::atomic::AtomicUsize,
 }
+
+/// How long a flush from another thread waits for the owner's flush.
+const OWNER_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Store {
     /// Stops a running compaction and waits for it (its writes not yet
@@ -228,6 +236,8 @@ impl Store {
             compacted_day: std::sync::atomic::AtomicI64::new(compacted_day.unwrap_or(i64::MIN)),
             compacting: std::sync::Mutex::new(None),
             stop_compaction: Default::default(),
+            flush_owner: std::sync::Mutex::new(None),
+            flush_waiters: Default::default(),
         })
     }
 
@@ -562,6 +572,7 @@ impl Store {
             overlay: std::sync::Arc::clone(&self.overlay),
             config: self.config.clone(),
             stop: std::sync::Arc::clone(&self.stop_compaction),
+            may_flush: !self.flushes_owned(),
         }
     }
 
@@ -637,10 +648,56 @@ impl Store {
         self.flush()
     }
 
-    /// Makes every write so far durable: one log file, fsynced.
+    /// Makes every write so far durable: one log file, fsynced. With a
+    /// flush owner (the Kafka loop), another thread's flush instead waits
+    /// for the owner's next one: flushing itself would make the owner's
+    /// half-delivered batch durable before its changelog is out.
     pub fn flush(&self) -> Result<()> {
+        let owner = *self.flush_owner.lock().unwrap_or_else(|p| p.into_inner());
+        if owner.is_some_and(|o| o != std::thread::current().id()) {
+            use std::sync::atomic::Ordering::SeqCst;
+            let point = self.overlay.durable_point();
+            self.flush_waiters.fetch_add(1, SeqCst);
+            let durable = self.overlay.wait_durable(point, OWNER_FLUSH_WAIT);
+            self.flush_waiters.fetch_sub(1, SeqCst);
+            if !durable? {
+                return Err(StoreError::Wal(format!(
+                    "not durable yet: the event loop has not flushed for {} s (the write \
+                     stays pending and becomes durable with its next flush)",
+                    OWNER_FLUSH_WAIT.as_secs()
+                )));
+            }
+            return Ok(());
+        }
         self.note_last_event();
         self.overlay.flush()
+    }
+
+    /// From now on only this thread's flushes write the log; other threads'
+    /// [`Store::flush`] wait for them (the Kafka loop: a moderator's write
+    /// must not make a batch durable before the batch's changelog is
+    /// delivered). The owner must then also flush when idle with writes
+    /// pending.
+    pub fn own_flushes(&self) {
+        *self.flush_owner.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::thread::current().id());
+    }
+
+    /// Undoes [`Store::own_flushes`].
+    pub fn release_flushes(&self) {
+        *self.flush_owner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether another thread waits for the owner's flush.
+    pub fn flush_wanted(&self) -> bool {
+        self.flush_waiters.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    fn flushes_owned(&self) -> bool {
+        self.flush_owner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// The latest event time goes with the writes it covers.

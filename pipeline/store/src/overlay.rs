@@ -65,6 +65,10 @@ struct Inner {
     journal: Option<Vec<Change>>,
     /// Why the applier stopped, if it did: every later flush reports it.
     failed: Option<String>,
+    /// The epoch the pending writes will be flushed as.
+    pending_epoch: u64,
+    /// The last epoch whose log file is written (durable).
+    durable: u64,
     /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
     /// read of a key it has never seen is answered without sled.
     present: Option<Present>,
@@ -135,7 +139,8 @@ pub struct Change {
 struct Shared {
     db: sled::Db,
     inner: Mutex<Inner>,
-    /// Signalled when the applier finishes (or fails) a batch.
+    /// Signalled when a batch becomes durable, and when the applier
+    /// finishes (or fails) one.
     applied: Condvar,
 }
 
@@ -201,7 +206,11 @@ impl Overlay {
         let applied = recover(&db, wal)?;
         let shared = Arc::new(Shared {
             db,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                pending_epoch: applied + 1,
+                durable: applied,
+                ..Inner::default()
+            }),
             applied: Condvar::new(),
         });
         let (jobs, rx) = mpsc::channel::<(u64, Arc<Map>)>();
@@ -317,17 +326,21 @@ impl Overlay {
             inner.check()?;
             let writes = Arc::new(std::mem::take(&mut inner.pending));
             inner.applying.push_back((*epoch, Arc::clone(&writes)));
+            inner.pending_epoch = *epoch + 1;
             writes
         };
         if let Err(e) = write_wal(&self.wal, *epoch, &writes) {
             // Not durable: back to pending (writes made since win).
             let mut inner = self.inner();
             inner.applying.pop_back();
+            inner.pending_epoch = *epoch;
             for (k, v) in writes.iter() {
                 inner.pending.entry(k.clone()).or_insert_with(|| v.clone());
             }
             return Err(e);
         }
+        self.inner().durable = *epoch;
+        self.shared.applied.notify_all();
         let sent = self
             .jobs
             .as_ref()
@@ -337,6 +350,37 @@ impl Overlay {
             return Err(StoreError::Wal("the applier stopped".into()));
         }
         Ok(())
+    }
+
+    /// The epoch by whose flush everything committed so far is durable.
+    pub fn durable_point(&self) -> u64 {
+        let inner = self.inner();
+        if inner.pending.is_empty() {
+            inner.pending_epoch - 1
+        } else {
+            inner.pending_epoch
+        }
+    }
+
+    /// Waits (at most `timeout`) until the flush of `epoch` has written its
+    /// log file; returns whether it has.
+    pub fn wait_durable(&self, epoch: u64, timeout: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut inner = self.inner();
+        while inner.durable < epoch && inner.failed.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self
+                .shared
+                .applied
+                .wait_timeout(inner, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        inner.check()?;
+        Ok(inner.durable >= epoch)
     }
 
     /// Waits until every flushed batch is in sled (before reading sled

@@ -30,7 +30,7 @@
 
 use super::config::{KafkaConfig, RunConfig};
 use super::obs::{self, Health};
-use crate::process::{parallel_map, Processed, Processor};
+use crate::process::{parallel_map, Processed, Processor, FLUSH_INTERVAL};
 use crate::reload::{ReloadOutcome, Reloader};
 use haechi_engine::{
     decode_listing, Analysis, DeadLetter, Engine, InvalidEvent, Limits, Listing, ReasonSource,
@@ -327,6 +327,11 @@ impl<'a> Worker<'a> {
         let reload_every = Duration::from_secs(self.cfg.engine.reload_secs);
         let mut last_reload = Instant::now();
         publish_versions(self.reloader);
+        // Only this loop flushes the store: a moderator's flush (review API)
+        // would otherwise make a half-delivered batch durable before its
+        // changelog; theirs wait for ours.
+        self.store.own_flushes();
+        let mut last_flush = Instant::now();
         loop {
             self.health.beat();
             if self.shutdown_deadline().is_some() {
@@ -339,8 +344,14 @@ impl<'a> Worker<'a> {
                 }
             }
             let batch = self.collect()?;
-            if !batch.is_empty() {
+            // Idle with writes pending: an empty batch delivers their
+            // changelog and flushes them — at once when a moderator's
+            // request waits for it, else (compaction) once a second.
+            let idle_flush = self.store.flush_wanted()
+                || (self.store.pending() > 0 && last_flush.elapsed() >= FLUSH_INTERVAL);
+            if !batch.is_empty() || idle_flush {
                 self.judge(batch)?;
+                last_flush = Instant::now();
             }
         }
         // Drained: every judged event is durable and its offset stored.
@@ -350,7 +361,9 @@ impl<'a> Worker<'a> {
         if let Err(e) = self.producer.flush(left) {
             tracing::warn!(error = %e, "producer flush at shutdown");
         }
-        self.store.flush()?;
+        let flushed = self.store.flush();
+        self.store.release_flushes();
+        flushed?;
         Ok(())
     }
 
@@ -523,7 +536,9 @@ impl<'a> Worker<'a> {
         let engine = self.reloader.engine();
         let proc = Processor::manual_flush(&engine, self.store);
         let k = &self.cfg.kafka;
-        histogram!(obs::BATCH).record(batch.len() as f64);
+        if !batch.is_empty() {
+            histogram!(obs::BATCH).record(batch.len() as f64);
+        }
 
         // Moderators' actions since the last batch (HTTP API, other threads)
         // cannot be tied to one partition here: they go to every owned one;
