@@ -29,8 +29,13 @@ pub(crate) enum Prune {
 }
 
 impl Prune {
-    fn rewritten(changed: bool) -> Prune {
-        if changed {
+    /// After entries were dropped from a record's list (`before` → `after`
+    /// entries): removed when nothing worth keeping is left, else rewritten
+    /// if the list changed.
+    fn after(before: usize, after: usize, nothing_left: bool) -> Prune {
+        if nothing_left {
+            Prune::Remove
+        } else if after != before {
             Prune::Rewrite
         } else {
             Prune::Keep
@@ -96,29 +101,18 @@ impl Compactor {
         changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
             let before = r.events.len();
             r.events.retain(|e| e.at >= cutoff);
-            if r.events.is_empty() {
-                Prune::Remove
-            } else {
-                Prune::rewritten(r.events.len() != before)
-            }
+            Prune::after(before, r.events.len(), r.events.is_empty())
         })?;
         changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
             let before = r.sellers.len();
             r.sellers.retain(|(_, t)| *t >= ident_cut);
-            if r.sellers.is_empty() && r.fraud_sellers.is_empty() {
-                Prune::Remove
-            } else {
-                Prune::rewritten(r.sellers.len() != before)
-            }
+            let nothing_left = r.sellers.is_empty() && r.fraud_sellers.is_empty();
+            Prune::after(before, r.sellers.len(), nothing_left)
         })?;
         changed += self.compact_keyspace(keys::BAND, |r: &mut BandRecord| {
             let before = r.sellers.len();
             r.sellers.retain(|(_, t)| *t >= band_cut);
-            if r.sellers.is_empty() {
-                Prune::Remove
-            } else {
-                Prune::rewritten(r.sellers.len() != before)
-            }
+            Prune::after(before, r.sellers.len(), r.sellers.is_empty())
         })?;
         // A product's price sample is already bounded (the last
         // PRICE_SAMPLES); pruning it by age would only lose the reference of
