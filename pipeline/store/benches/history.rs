@@ -1,5 +1,7 @@
 //! History read+update cycles (snapshot before the decision, record after
-//! it) against a store already holding 1,000,000 sellers, on one core.
+//! it) against a store already holding 1,000,000 sellers: the measured
+//! thread does every read and write; the store's applier thread puts the
+//! flushed batches into sled beside it (a second core when there is one).
 //!
 //! `cargo bench -p haechi-store --bench history`; also prints the store's
 //! size on disk.
