@@ -45,7 +45,34 @@ pub type KeyValue = (Vec<u8>, Option<Vec<u8>>);
 /// values are written in, then the changes in postcard. (Untagged messages
 /// of store format 3 and older began with their non-zero change count.)
 pub fn encode_changes(changes: &[KeyValue]) -> Vec<u8> {
-    postcard::to_extend(changes, vec![0, STORE_FORMAT as u8]).unwrap_or_default()
+    postcard::to_extend(&Wire(changes), vec![0, STORE_FORMAT as u8]).unwrap_or_default()
+}
+
+/// The changes as postcard writes a `Vec<KeyValue>`, but each byte string
+/// copied whole (serde writes a `Vec<u8>` byte by byte: 10% of the Kafka
+/// loop). The bytes on the wire are the same.
+struct Wire<'a>(&'a [KeyValue]);
+
+#[derive(serde::Serialize)]
+struct ChangeOut<'a> {
+    #[serde(with = "serde_bytes")]
+    key: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    value: &'a Option<Vec<u8>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChangeIn {
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    value: Option<Vec<u8>>,
+}
+
+impl serde::Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(key, value)| ChangeOut { key, value }))
+    }
 }
 
 /// Reads a changelog message written by [`encode_changes`]; a message of
@@ -66,7 +93,9 @@ pub fn decode_changes(bytes: &[u8]) -> Result<Vec<KeyValue>> {
             ),
         ));
     }
-    postcard::from_bytes(&bytes[2..]).map_err(|e| corrupt(b"changelog message", e.to_string()))
+    let changes: Vec<ChangeIn> = postcard::from_bytes(&bytes[2..])
+        .map_err(|e| corrupt(b"changelog message", e.to_string()))?;
+    Ok(changes.into_iter().map(|c| (c.key, c.value)).collect())
 }
 
 /// Keyspaces that follow a partition through the changelog.
@@ -331,6 +360,11 @@ mod tests {
         let changes: Vec<KeyValue> =
             vec![(b"sx".to_vec(), Some(vec![1, 2])), (b"ly".to_vec(), None)];
         assert_eq!(decode_changes(&encode_changes(&changes)).unwrap(), changes);
+        // Byte strings copied whole: the same bytes as the plain encoding.
+        assert_eq!(
+            encode_changes(&changes)[2..],
+            postcard::to_allocvec(&changes).unwrap()[..]
+        );
         // Store format 3 wrote the bare postcard list: it starts with its count.
         let untagged = postcard::to_allocvec(&changes).unwrap();
         let err = decode_changes(&untagged).unwrap_err().to_string();
