@@ -65,15 +65,17 @@ pub const DENSE: &[&str] = &[
     "edit_adds_contact",
     "is_edit",
     "dormant_gap",
+    "own_reposts",
 ];
 
 /// Total dimension: buckets then dense features.
 pub const DIM: usize = BUCKETS as usize + DENSE.len();
 
 /// Describes the extractor. Bump it with every change to this module.
-pub const FEATURE_CONFIG: &str = "haechi-features/3: hash_bits=18 fxhash64; bigrams as mixed word hashes; \
+pub const FEATURE_CONFIG: &str = "haechi-features/4: hash_bits=18 fxhash64; bigrams as mixed word hashes; \
     char 2,3-grams of compact title (ns T) and body (ns B); word 1,2-grams of folded title+body (ns W,V); \
-    rule ids (ns R) and kinds (ns K); facts (ns F); text counts scaled by 1/sqrt(n); dense v1 (28 features)";
+    rule ids (ns R) and kinds (ns K); facts (ns F); text counts scaled by 1/sqrt(n); dense v2 (29 features: \
+    + own_reposts)";
 
 /// A short hash of [`FEATURE_CONFIG`], stored in every model manifest.
 pub fn feature_config_hash() -> String {
@@ -290,6 +292,7 @@ pub fn dense_features(listing: &Listing, facts: &Facts, snap: &SellerSnapshot) -
         let idle = (listing.created_at - last).num_days().max(0) as f64;
         d[27] = clip01(idle.ln_1p() / 6.0);
     }
+    d[28] = clip01(f64::from(snap.own_reposts_7d).ln_1p() / 3.0);
     let mut f = Features::default();
     for (i, v) in d.iter().enumerate() {
         if *v != 0.0 {

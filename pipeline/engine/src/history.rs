@@ -56,6 +56,9 @@ pub struct SellerSnapshot {
     pub shared_idents: Vec<SharedIdent>,
     /// Other sellers who recently posted near-identical text.
     pub duplicate_text_sellers: u32,
+    /// The seller's own other listings of the last 7 days with this text
+    /// (the same [`text_fingerprint`]): the same ad posted again and again.
+    pub own_reposts_7d: u32,
     /// The usual price of this product (median estimate) and its sample count.
     pub usual_price: Option<u64>,
     pub price_samples: u32,
@@ -69,6 +72,19 @@ impl SellerSnapshot {
         let since = self.joined_at.or(self.first_seen)?;
         Some(((now - since).num_seconds() as f64 / 86_400.0).max(0.0))
     }
+}
+
+/// One number for a listing's text: a hash of its MinHash bands, so the
+/// same text (after normalization) gives the same fingerprint; `None` for
+/// text too short to have bands.
+pub fn text_fingerprint(bands: &[u64]) -> Option<u64> {
+    if bands.is_empty() {
+        return None;
+    }
+    let mut sorted = bands.to_vec();
+    sorted.sort_unstable();
+    let bytes: Vec<u8> = sorted.iter().flat_map(|b| b.to_le_bytes()).collect();
+    Some(fxhash64(&bytes))
 }
 
 /// Does the analysis carry a way to reach the seller or pay them off-platform?

@@ -276,6 +276,13 @@ pub fn merge_seller(a: SellerRecord, b: SellerRecord) -> SellerRecord {
             categories.push(c);
         }
     }
+    let mut texts = a.texts.0.clone();
+    for e in b.texts.0 {
+        if !texts.contains(&e) {
+            texts.push(e);
+        }
+    }
+    texts.sort_unstable_by_key(|&(_, t)| t);
     let mut merged = SellerRecord {
         first_seen: a.first_seen.min(b.first_seen),
         last_seen: a.last_seen.max(b.last_seen),
@@ -287,7 +294,11 @@ pub fn merge_seller(a: SellerRecord, b: SellerRecord) -> SellerRecord {
         blocked: a.blocked.max(b.blocked),
         confirmed_fraud: a.confirmed_fraud.max(b.confirmed_fraud),
         cleared: a.cleared.max(b.cleared),
+        texts: Pairs::default(),
     };
+    for (f, t) in texts {
+        merged.add_text(f, t);
+    }
     // Re-apply the window and the cap exactly as the write path does.
     if let Some((&last, rest)) = recent.split_last() {
         merged.recent = rest.to_vec();

@@ -39,7 +39,7 @@ pub mod review;
 use chrono::{DateTime, TimeZone, Utc};
 use compaction::{day_start, listing_is_stale, price_is_stale, Compactor};
 use haechi_engine::extract::IdentKind;
-use haechi_engine::history::{PreviousVersion, SellerSnapshot, SharedIdent};
+use haechi_engine::history::{text_fingerprint, PreviousVersion, SellerSnapshot, SharedIdent};
 use haechi_engine::{Action, Analysis, EventKind, Listing, Verdict};
 use overlay::Overlay;
 use records::*;
@@ -321,6 +321,9 @@ impl Store {
             snap.blocked = s.blocked;
             snap.confirmed_fraud = s.confirmed_fraud;
             snap.cleared = s.cleared;
+            if let Some(fp) = text_fingerprint(&analysis.bands) {
+                snap.own_reposts_7d = s.reposts(fp, now);
+            }
         }
         if listing.event != EventKind::Created {
             let retention = self.config.retention_days;
@@ -423,6 +426,9 @@ impl Store {
         if listing.event == EventKind::Created {
             s.total += 1;
             s.add_recent(now);
+            if let Some(fp) = text_fingerprint(&analysis.bands) {
+                s.add_text(fp, now);
+            }
             if let Some(c) = &listing.category {
                 if !s.categories.contains(c) && s.categories.len() < 64 {
                     s.categories.push(c.clone());

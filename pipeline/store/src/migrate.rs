@@ -1,8 +1,9 @@
 //! Stores written by earlier haechi versions, upgraded at open.
 //!
 //! Formats 2 and 3 kept each event's verdict as its JSON text and band and
-//! price samples as postcard varints; format 4 keeps a [`StoredVerdict`] and
-//! fixed-width [`Pairs`]. The records are rewritten in ONE sled batch with
+//! price samples as postcard varints, and no text fingerprints per seller;
+//! format 4 keeps a [`StoredVerdict`], fixed-width [`Pairs`] and
+//! `SellerRecord::texts` (empty after an upgrade: it fills within a week). The records are rewritten in ONE sled batch with
 //! the new format stamp: a crash during the upgrade leaves the old store,
 //! which the next open upgrades again.
 
@@ -27,6 +28,20 @@ struct OldListingRecord {
     last_event: String,
     idents: Vec<String>,
     events: Vec<OldEventRecord>,
+}
+
+#[derive(Deserialize)]
+struct OldSellerRecord {
+    first_seen: i64,
+    last_seen: i64,
+    joined_at: Option<i64>,
+    recent: Vec<i64>,
+    total: u32,
+    categories: Vec<String>,
+    reviewed: u32,
+    blocked: u32,
+    confirmed_fraud: u32,
+    cleared: u32,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +88,21 @@ pub(crate) fn upgrade(db: &sled::Db, from: u32) -> Result<u64> {
                 .into_iter()
                 .map(|e| e.upgrade(k))
                 .collect::<Result<_>>()?,
+        })
+    })?;
+    n += rewrite(db, &mut batch, keys::SELLER, |_, old: OldSellerRecord| {
+        Ok(SellerRecord {
+            first_seen: old.first_seen,
+            last_seen: old.last_seen,
+            joined_at: old.joined_at,
+            recent: old.recent,
+            total: old.total,
+            categories: old.categories,
+            reviewed: old.reviewed,
+            blocked: old.blocked,
+            confirmed_fraud: old.confirmed_fraud,
+            cleared: old.cleared,
+            texts: Pairs::default(),
         })
     })?;
     n += rewrite(db, &mut batch, keys::EVENT, |k, old: OldEventRecord| {

@@ -23,9 +23,37 @@ pub struct SellerRecord {
     pub blocked: u32,
     pub confirmed_fraud: u32,
     pub cleared: u32,
+    /// (text fingerprint, time) of listings in the last 7 days, oldest
+    /// first, at most [`RECENT_TEXTS_CAP`].
+    pub texts: Pairs,
 }
 
+/// The most recent listing fingerprints kept per seller.
+pub const RECENT_TEXTS_CAP: usize = 64;
+
 impl SellerRecord {
+    /// Adds a listing's text fingerprint (time order kept) and drops what
+    /// left the 7-day window or the cap.
+    pub fn add_text(&mut self, fingerprint: u64, t: i64) {
+        let pos = self.texts.partition_point(|&(_, x)| x <= t);
+        self.texts.insert(pos, (fingerprint, t));
+        let horizon = self.last_seen - WEEK_MS;
+        self.texts.retain(|&(_, x)| x > horizon);
+        if self.texts.len() > RECENT_TEXTS_CAP {
+            let excess = self.texts.len() - RECENT_TEXTS_CAP;
+            self.texts.drain(..excess);
+        }
+    }
+
+    /// The seller's listings with this fingerprint within the 7 days
+    /// before `now`.
+    pub fn reposts(&self, fingerprint: u64, now: i64) -> u32 {
+        self.texts
+            .iter()
+            .filter(|&&(f, t)| f == fingerprint && t <= now && now - t < WEEK_MS)
+            .count() as u32
+    }
+
     /// Adds a listing time (events may arrive slightly out of order) and
     /// drops what left the 7-day window.
     pub fn add_recent(&mut self, t: i64) {

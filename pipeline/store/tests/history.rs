@@ -33,6 +33,7 @@ struct Expect {
     listings_total: Option<u32>,
     shared_ident_max: Option<u32>,
     duplicate_text_sellers: Option<u32>,
+    own_reposts_7d: Option<u32>,
     usual_price: Option<u64>,
     price_samples: Option<u32>,
     previous_had_contact: Option<bool>,
@@ -161,6 +162,11 @@ fn event_sequences_give_the_expected_snapshots() {
                     format!("{}", snap.duplicate_text_sellers),
                 );
                 check(
+                    "own_reposts_7d",
+                    x.own_reposts_7d.is_none_or(|v| v == snap.own_reposts_7d),
+                    format!("{}", snap.own_reposts_7d),
+                );
+                check(
                     "usual_price",
                     x.usual_price.is_none_or(|v| Some(v) == snap.usual_price),
                     format!("{:?}", snap.usual_price),
@@ -265,6 +271,20 @@ mod format3 {
     }
 
     #[derive(serde::Serialize)]
+    pub struct SellerRecord {
+        pub first_seen: i64,
+        pub last_seen: i64,
+        pub joined_at: Option<i64>,
+        pub recent: Vec<i64>,
+        pub total: u32,
+        pub categories: Vec<String>,
+        pub reviewed: u32,
+        pub blocked: u32,
+        pub confirmed_fraud: u32,
+        pub cleared: u32,
+    }
+
+    #[derive(serde::Serialize)]
     pub struct ListingRecord {
         pub seller_id: String,
         pub had_contact: bool,
@@ -278,7 +298,7 @@ mod format3 {
 
 #[test]
 fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
-    use haechi_store::records::{BandRecord, ListingRecord, PriceRecord};
+    use haechi_store::records::{BandRecord, ListingRecord, PriceRecord, SellerRecord};
     let engine = engine();
     let dir = tempfile::tempdir().unwrap();
     let text = |seller: &str, at: i64| Ev {
@@ -343,6 +363,21 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
                         last_event: r.last_event,
                         idents: r.idents,
                         events,
+                    })
+                }
+                b's' => {
+                    let r: SellerRecord = postcard::from_bytes(&v).unwrap();
+                    postcard::to_allocvec(&format3::SellerRecord {
+                        first_seen: r.first_seen,
+                        last_seen: r.last_seen,
+                        joined_at: r.joined_at,
+                        recent: r.recent,
+                        total: r.total,
+                        categories: r.categories,
+                        reviewed: r.reviewed,
+                        blocked: r.blocked,
+                        confirmed_fraud: r.confirmed_fraud,
+                        cleared: r.cleared,
                     })
                 }
                 b'b' => {
