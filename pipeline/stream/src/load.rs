@@ -18,24 +18,26 @@ use std::sync::Arc;
 /// Why the engine's data could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    // `error`, not `source`: the message already carries it, and a source
+    // would print it twice in an error chain.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Invalid(#[from] RuleErrors),
-    #[error("model {path}: {source}")]
+    #[error("model {path}: {error}")]
     Model {
         path: PathBuf,
-        source: haechi_engine::model::ModelError,
+        error: haechi_engine::model::ModelError,
     },
 }
 
 fn read(path: &Path) -> Result<Source, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     Ok(Source {
         path: path.display().to_string(),
@@ -46,12 +48,12 @@ fn read(path: &Path) -> Result<Source, LoadError> {
 fn walk(dir: &Path, ext: &str, skip: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
         path: dir.to_owned(),
-        source,
+        error: source,
     })?;
     for entry in entries {
         let entry = entry.map_err(|source| LoadError::Io {
             path: dir.to_owned(),
-            source,
+            error: source,
         })?;
         let path = entry.path();
         if path == skip {
@@ -97,11 +99,14 @@ pub fn load_model(dir: &Path) -> Result<Arc<Model>, LoadError> {
     let path = dir.join("model.json");
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     Model::from_json(&text)
         .map(Arc::new)
-        .map_err(|source| LoadError::Model { path, source })
+        .map_err(|source| LoadError::Model {
+            path,
+            error: source,
+        })
 }
 
 /// Reads and compiles the engine, with the model in `model` if given.

@@ -73,7 +73,10 @@ impl Reloader {
     pub fn check(&self) -> ReloadOutcome {
         let sources = match read_rules(&self.dir, self.policy.as_deref()) {
             Ok(s) => s,
-            Err(LoadError::Io { path, source }) => {
+            Err(LoadError::Io {
+                path,
+                error: source,
+            }) => {
                 return self.reject(
                     "unreadable".into(),
                     format!("cannot read {}: {source}", path.display()),
