@@ -23,6 +23,9 @@ pub struct Analysis {
     /// MinHash band keys of the compact title + body (near-duplicate text
     /// across sellers; see [`history::minhash_bands`]).
     pub bands: Vec<u64>,
+    /// The text's fingerprint ([`history::text_fingerprint`] of `bands`):
+    /// the seller's own reposts.
+    pub fingerprint: Option<u64>,
     /// The product, for its usual price (see [`history::product_key`]).
     pub product_key: String,
     /// The classifier's text features (empty when no model is loaded and
@@ -193,11 +196,13 @@ impl Engine {
             String::with_capacity(title.compact.as_str().len() + body.compact.as_str().len());
         both.push_str(title.compact.as_str());
         both.push_str(body.compact.as_str());
+        let bands = history::minhash_bands(&both);
         Analysis {
             hits,
             facts,
             list_hits,
-            bands: history::minhash_bands(&both),
+            fingerprint: history::text_fingerprint(&bands),
+            bands,
             product_key: history::product_key(title.folded.as_str(), listing.category.as_deref()),
             text_features,
         }

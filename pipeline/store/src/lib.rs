@@ -39,7 +39,7 @@ pub mod review;
 use chrono::{DateTime, TimeZone, Utc};
 use compaction::{day_start, listing_is_stale, price_is_stale, Compactor};
 use haechi_engine::extract::IdentKind;
-use haechi_engine::history::{text_fingerprint, PreviousVersion, SellerSnapshot, SharedIdent};
+use haechi_engine::history::{PreviousVersion, SellerSnapshot, SharedIdent};
 use haechi_engine::{Action, Analysis, EventKind, Listing, Verdict};
 use overlay::Overlay;
 use records::*;
@@ -321,7 +321,7 @@ impl Store {
             snap.blocked = s.blocked;
             snap.confirmed_fraud = s.confirmed_fraud;
             snap.cleared = s.cleared;
-            if let Some(fp) = text_fingerprint(&analysis.bands) {
+            if let Some(fp) = analysis.fingerprint {
                 snap.own_reposts_7d = s.reposts(fp, now);
             }
         }
@@ -426,7 +426,7 @@ impl Store {
         if listing.event == EventKind::Created {
             s.total += 1;
             s.add_recent(now);
-            if let Some(fp) = text_fingerprint(&analysis.bands) {
+            if let Some(fp) = analysis.fingerprint {
                 s.add_text(fp, now);
             }
             if let Some(c) = &listing.category {

@@ -33,6 +33,7 @@ fn flagged(store: &Store, n: usize) {
             facts: Default::default(),
             list_hits: vec![],
             bands: vec![],
+            fingerprint: None,
             product_key: "-".into(),
             text_features: Default::default(),
         };
