@@ -35,14 +35,14 @@ impl SellerRecord {
     /// Adds a listing's text fingerprint (time order kept) and drops what
     /// left the 7-day window or the cap.
     pub fn add_text(&mut self, fingerprint: u64, t: i64) {
-        let pos = self.texts.partition_point(|&(_, x)| x <= t);
-        self.texts.insert(pos, (fingerprint, t));
-        let horizon = self.last_seen - WEEK_MS;
-        self.texts.retain(|&(_, x)| x > horizon);
-        if self.texts.len() > RECENT_TEXTS_CAP {
-            let excess = self.texts.len() - RECENT_TEXTS_CAP;
-            self.texts.drain(..excess);
-        }
+        let last_seen = self.last_seen;
+        keep_recent(
+            &mut self.texts,
+            (fingerprint, t),
+            |e| e.1,
+            last_seen,
+            RECENT_TEXTS_CAP,
+        );
     }
 
     /// The seller's listings with this fingerprint within the 7 days
@@ -57,14 +57,29 @@ impl SellerRecord {
     /// Adds a listing time (events may arrive slightly out of order) and
     /// drops what left the 7-day window.
     pub fn add_recent(&mut self, t: i64) {
-        let pos = self.recent.partition_point(|&x| x <= t);
-        self.recent.insert(pos, t);
-        let horizon = self.last_seen - WEEK_MS;
-        self.recent.retain(|&x| x > horizon);
-        if self.recent.len() > RECENT_CAP {
-            let excess = self.recent.len() - RECENT_CAP;
-            self.recent.drain(..excess);
-        }
+        let last_seen = self.last_seen;
+        keep_recent(&mut self.recent, t, |&x| x, last_seen, RECENT_CAP);
+    }
+}
+
+/// Inserts `item` into a time-ordered list (events may arrive slightly out
+/// of order), then drops what is a week older than `last_seen` and the
+/// oldest past `cap`.
+fn keep_recent<T>(
+    list: &mut Vec<T>,
+    item: T,
+    time: impl Fn(&T) -> i64,
+    last_seen: i64,
+    cap: usize,
+) {
+    let t = time(&item);
+    let pos = list.partition_point(|x| time(x) <= t);
+    list.insert(pos, item);
+    let horizon = last_seen - WEEK_MS;
+    list.retain(|x| time(x) > horizon);
+    if list.len() > cap {
+        let excess = list.len() - cap;
+        list.drain(..excess);
     }
 }
 
