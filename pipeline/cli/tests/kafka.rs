@@ -340,6 +340,16 @@ fn produce_in_background(
     })
 }
 
+/// The sum of the verdict counters on a /metrics page.
+fn verdicts_total(metrics: &str) -> usize {
+    let total: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("haechi_verdicts_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    total as usize
+}
+
 #[test]
 fn one_verdict_per_valid_event_and_dead_letters_with_their_bytes() {
     let broker = Broker::start();
@@ -386,12 +396,7 @@ fn one_verdict_per_valid_event_and_dead_letters_with_their_bytes() {
     // Observability.
     let (code, metrics) = p.get("/metrics").unwrap();
     assert_eq!(code, 200);
-    let total: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("haechi_verdicts_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum();
-    assert_eq!(total as usize, want.events.len(), "{metrics}");
+    assert_eq!(verdicts_total(&metrics), want.events.len(), "{metrics}");
     for name in [
         "haechi_dead_letters_total{code=",
         "haechi_stage_seconds_bucket{stage=\"analyze\"",
@@ -413,7 +418,12 @@ fn one_verdict_per_valid_event_and_dead_letters_with_their_bytes() {
     std::thread::sleep(Duration::from_secs(2));
     let (_, metrics) = p.get("/metrics").unwrap();
     assert!(
-        !metrics.contains("haechi_verdicts_total{"),
+        metrics.contains("haechi_verdicts_total{"),
+        "the verdict counters are published from the start"
+    );
+    assert_eq!(
+        verdicts_total(&metrics),
+        0,
         "re-judged after a clean stop:\n{metrics}"
     );
     assert_eq!(p.terminate(), 0);

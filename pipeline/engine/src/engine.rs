@@ -31,6 +31,10 @@ pub struct Analysis {
     /// The classifier's text features (empty when no model is loaded and
     /// features were not asked for).
     pub text_features: Features,
+    /// The model's [`Model::text_part`] of `text_features`, with the
+    /// version of the model that computed it (a model reloaded between
+    /// analysis and decision computes its own).
+    pub text_score: Option<(String, f64)>,
 }
 
 /// What the rule stage saw and found.
@@ -197,7 +201,12 @@ impl Engine {
         both.push_str(title.compact.as_str());
         both.push_str(body.compact.as_str());
         let bands = history::minhash_bands(&both);
+        let text_score = self
+            .model
+            .as_ref()
+            .map(|m| (m.version.clone(), m.text_part(&text_features)));
         Analysis {
+            text_score,
             hits,
             facts,
             list_hits,
@@ -231,7 +240,10 @@ impl Engine {
     ) -> Option<(Reason, Features)> {
         let model = self.model.as_ref()?;
         let dense = dense_features(listing, &a.facts, snap);
-        let logit = model.logit(&a.text_features, &dense);
+        let logit = match &a.text_score {
+            Some((version, part)) if *version == model.version => model.with_dense(*part, &dense),
+            _ => model.logit(&a.text_features, &dense),
+        };
         let p = sigmoid(logit);
         let m = &self.policy.model;
         // The model's evidence: its log-odds above its own base rate.

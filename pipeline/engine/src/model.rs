@@ -170,7 +170,19 @@ impl Model {
 
     /// Log-odds of fraud for the text and dense halves of a listing's features.
     pub fn logit(&self, text: &Features, dense: &Features) -> f64 {
-        self.bias + self.dot(text) + self.dot(dense)
+        self.with_dense(self.text_part(text), dense)
+    }
+
+    /// The half of [`Model::logit`] that depends only on the text (bias
+    /// included): computed with the analysis, off the history thread.
+    pub fn text_part(&self, text: &Features) -> f64 {
+        self.bias + self.dot(text)
+    }
+
+    /// [`Model::logit`] from its [`Model::text_part`]: the same sums in the
+    /// same order, so the same bits.
+    pub fn with_dense(&self, text_part: f64, dense: &Features) -> f64 {
+        text_part + self.dot(dense)
     }
 
     /// The `k` features contributing most (by |weight × value|, repeats of a

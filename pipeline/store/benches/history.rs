@@ -80,9 +80,16 @@ fn bench(c: &mut Criterion) {
             l.event_id = format!("cycle-{n}");
             l.listing_id = format!("cycle-{n}");
             let a = &analyses[k];
-            let snap = store.snapshot(&l, a).unwrap();
+            // As the event loops do: the idempotency check, the snapshot,
+            // the record reusing their reads.
+            let mut reads = store.event_reads();
+            assert!(store
+                .seen_json_with(&l.listing_id, &l.event_id, &mut reads)
+                .unwrap()
+                .is_none());
+            let snap = store.snapshot_with(&l, a, &mut reads).unwrap();
             let v = engine.decide(&l, a, &snap);
-            store.record(&l, a, &v).unwrap();
+            store.record_with(&l, a, &v, reads).unwrap();
             if store.pending() >= 50_000 {
                 store.flush().unwrap();
             }

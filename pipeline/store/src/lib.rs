@@ -162,6 +162,37 @@ fn band_key(band: u64) -> Vec<u8> {
     keys::key_bytes(keys::BAND, &band.to_be_bytes())
 }
 
+/// The records one event's history reads found (decoded), passed from
+/// [`Store::snapshot_with`] before the decision to [`Store::record_with`]
+/// after it, which would otherwise read and decode them all again. Only
+/// used while the store's commit count is what it was when they were read
+/// (a moderator's decision committed in between makes the record read
+/// afresh). `None` at any level: not read.
+#[derive(Debug, Default)]
+pub struct EventReads {
+    commits: Option<u64>,
+    listing: Option<Option<ListingRecord>>,
+    seller: Option<Option<SellerRecord>>,
+    /// One per identifier of the analysis, in its order.
+    idents: Option<Vec<Option<IdentRecord>>>,
+    /// One per band of the analysis, in its order.
+    bands: Option<Vec<Option<BandRecord>>>,
+    price: Option<Option<PriceRecord>>,
+}
+
+/// The record under `key` as `tx` sees it: `read` when it was read before
+/// the transaction and the transaction has not written the key since.
+fn reuse<T: DeserializeOwned>(
+    tx: &mut overlay::Tx<'_>,
+    key: &[u8],
+    read: Option<Option<T>>,
+) -> Result<Option<T>> {
+    match read {
+        Some(rec) if !tx.wrote(key) => Ok(rec),
+        _ => decode(key, tx.get(key)?),
+    }
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct Store {
@@ -271,7 +302,27 @@ impl Store {
 
     /// [`Store::seen`] with the verdict's JSON: the bytes first emitted.
     pub fn seen_json(&self, listing_id: &str, event_id: &str) -> Result<Option<(Verdict, String)>> {
-        let Some(rec) = self.listing(listing_id)? else {
+        self.seen_json_with(listing_id, event_id, &mut EventReads::default())
+    }
+
+    /// The reads of one event, to pass through [`Store::seen_json_with`],
+    /// [`Store::snapshot_with`] and [`Store::record_with`] in that order.
+    pub fn event_reads(&self) -> EventReads {
+        EventReads {
+            commits: Some(self.overlay.commits()),
+            ..EventReads::default()
+        }
+    }
+
+    /// [`Store::seen_json`], keeping the listing's record in `reads`.
+    pub fn seen_json_with(
+        &self,
+        listing_id: &str,
+        event_id: &str,
+        reads: &mut EventReads,
+    ) -> Result<Option<(Verdict, String)>> {
+        let key = keys::key(keys::LISTING, listing_id);
+        let Some(rec) = self.read(&mut reads.listing, &key)? else {
             return Ok(None);
         };
         let Some(stored) = rec.event(event_id).and_then(|e| e.verdict.as_ref()) else {
@@ -296,12 +347,24 @@ impl Store {
 
     /// What the engine needs to know before deciding on `listing`.
     pub fn snapshot(&self, listing: &Listing, analysis: &Analysis) -> Result<SellerSnapshot> {
+        self.snapshot_with(listing, analysis, &mut EventReads::default())
+    }
+
+    /// [`Store::snapshot`], keeping what it read in `reads` for
+    /// [`Store::record_with`].
+    pub fn snapshot_with(
+        &self,
+        listing: &Listing,
+        analysis: &Analysis,
+        reads: &mut EventReads,
+    ) -> Result<SellerSnapshot> {
         let now = ms(listing.created_at);
         let mut snap = SellerSnapshot {
             joined_at: listing.seller_joined_at,
             ..SellerSnapshot::default()
         };
-        if let Some(s) = self.seller(&listing.seller_id)? {
+        let seller_key = keys::key(keys::SELLER, &listing.seller_id);
+        if let Some(s) = self.read(&mut reads.seller, &seller_key)? {
             let within = |w: i64| {
                 s.recent
                     .iter()
@@ -327,8 +390,10 @@ impl Store {
         }
         if listing.event != EventKind::Created {
             let retention = self.config.retention_days;
+            let key = keys::key(keys::LISTING, &listing.listing_id);
             if let Some(l) = self
-                .listing(&listing.listing_id)?
+                .read(&mut reads.listing, &key)?
+                .as_ref()
                 .filter(|l| !listing_is_stale(l, now, retention))
             {
                 snap.previous = Some(PreviousVersion {
@@ -338,8 +403,14 @@ impl Store {
             }
         }
         let horizon = now - self.config.ident_window_days * DAY_MS;
-        for ident in &analysis.facts.idents {
-            let Some(rec) = self.get::<IdentRecord>(&ident_key(ident.kind, &ident.value))? else {
+        let idents = analysis
+            .facts
+            .idents
+            .iter()
+            .map(|i| self.get::<IdentRecord>(&ident_key(i.kind, &i.value)))
+            .collect::<Result<Vec<_>>>()?;
+        for (ident, rec) in analysis.facts.idents.iter().zip(&idents) {
+            let Some(rec) = rec else {
                 continue;
             };
             let others = rec
@@ -354,10 +425,19 @@ impl Store {
                 fraud_sellers: rec.fraud_sellers.len() as u32,
             });
         }
-        snap.duplicate_text_sellers = self.duplicate_sellers(listing, &analysis.bands, now)?;
+        reads.idents = Some(idents);
+        let bands = analysis
+            .bands
+            .iter()
+            .map(|&b| self.get::<BandRecord>(&band_key(b)))
+            .collect::<Result<Vec<_>>>()?;
+        snap.duplicate_text_sellers = self.duplicate_sellers(listing, &bands, now);
+        reads.bands = Some(bands);
         if listing.price > 0 {
+            let key = keys::key(keys::PRICE, &analysis.product_key);
             if let Some(p) = self
-                .get::<PriceRecord>(&keys::key(keys::PRICE, &analysis.product_key))?
+                .read(&mut reads.price, &key)?
+                .as_ref()
                 .filter(|p| !price_is_stale(p, now, self.config.retention_days))
             {
                 snap.usual_price = p.median();
@@ -367,29 +447,39 @@ impl Store {
         Ok(snap)
     }
 
+    /// `slot` if it was read already, else the record under `key`, kept in it.
+    fn read<'r, T: DeserializeOwned>(
+        &self,
+        slot: &'r mut Option<Option<T>>,
+        key: &[u8],
+    ) -> Result<&'r Option<T>> {
+        if slot.is_none() {
+            *slot = Some(self.get(key)?);
+        }
+        Ok(slot.get_or_insert(None))
+    }
+
     /// Other sellers who posted text sharing at least two MinHash bands with
-    /// this one within the duplicate window.
-    fn duplicate_sellers(&self, listing: &Listing, bands: &[u64], now: i64) -> Result<u32> {
+    /// this one within the duplicate window (`bands`: the band records).
+    fn duplicate_sellers(&self, listing: &Listing, bands: &[Option<BandRecord>], now: i64) -> u32 {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
         let me = seller_hash(&listing.seller_id);
         // Every other seller once per band shared (a bucket lists a seller
         // once); sorted, a run of two or more is a seller sharing two bands.
         let mut others: Vec<u64> = Vec::new();
-        for &b in bands {
-            if let Some(rec) = self.get::<BandRecord>(&band_key(b))? {
-                others.extend(
-                    rec.sellers
-                        .iter()
-                        .filter(|&&(s, t)| s != me && t >= horizon)
-                        .map(|&(s, _)| s),
-                );
-            }
+        for rec in bands.iter().flatten() {
+            others.extend(
+                rec.sellers
+                    .iter()
+                    .filter(|&&(s, t)| s != me && t >= horizon)
+                    .map(|&(s, _)| s),
+            );
         }
         others.sort_unstable();
-        Ok(others
+        others
             .chunk_by(|a, b| a == b)
             .filter(|run| run.len() >= 2)
-            .count() as u32)
+            .count() as u32
     }
 
     /// Records a decided event: its idempotency record, its seller's
@@ -397,10 +487,27 @@ impl Store {
     /// price, and (for review and block verdicts) its review case — all as
     /// one unit. Recording an event a second time changes nothing.
     pub fn record(&self, listing: &Listing, analysis: &Analysis, verdict: &Verdict) -> Result<()> {
+        self.record_with(listing, analysis, verdict, EventReads::default())
+    }
+
+    /// [`Store::record`] using what [`Store::seen_json_with`] and
+    /// [`Store::snapshot_with`] read for the event, when nothing was
+    /// committed since [`Store::event_reads`] (else it reads again).
+    pub fn record_with(
+        &self,
+        listing: &Listing,
+        analysis: &Analysis,
+        verdict: &Verdict,
+        reads: EventReads,
+    ) -> Result<()> {
         let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
+        let mut reads = reads;
+        if reads.commits != Some(tx.commits()) {
+            reads = EventReads::default();
+        }
         let now = ms(listing.created_at);
-        let previous: Option<ListingRecord> = decode(&listing_key, tx.get(&listing_key)?)?;
+        let previous: Option<ListingRecord> = reuse(&mut tx, &listing_key, reads.listing)?;
         if previous
             .as_ref()
             .is_some_and(|l| l.event(&listing.event_id).is_some())
@@ -413,7 +520,7 @@ impl Store {
         // The seller.
         let seller_key = keys::key(keys::SELLER, &listing.seller_id);
         let mut s: SellerRecord =
-            decode(&seller_key, tx.get(&seller_key)?)?.unwrap_or(SellerRecord {
+            reuse(&mut tx, &seller_key, reads.seller)?.unwrap_or(SellerRecord {
                 first_seen: now,
                 last_seen: now,
                 ..SellerRecord::default()
@@ -468,16 +575,20 @@ impl Store {
 
         if listing.event != EventKind::Deleted {
             // Identifier index.
+            let mut read_idents = reads.idents.unwrap_or_default().into_iter();
             for ident in &analysis.facts.idents {
                 let k = ident_key(ident.kind, &ident.value);
-                let mut rec: IdentRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                let mut rec: IdentRecord =
+                    reuse(&mut tx, &k, read_idents.next())?.unwrap_or_default();
                 rec.touch(&listing.seller_id, now);
                 tx.put(k, encode(&rec));
             }
             // Near-duplicate text index.
+            let mut read_bands = reads.bands.unwrap_or_default().into_iter();
             for &b in &analysis.bands {
                 let k = band_key(b);
-                let mut rec: BandRecord = decode(&k, tx.get(&k)?)?.unwrap_or_default();
+                let mut rec: BandRecord =
+                    reuse(&mut tx, &k, read_bands.next())?.unwrap_or_default();
                 rec.touch(seller_hash(&listing.seller_id), now);
                 tx.put(k, encode(&rec));
             }
@@ -488,7 +599,7 @@ impl Store {
             // the same features.
             if listing.price > 0 {
                 let k = keys::key(keys::PRICE, &analysis.product_key);
-                let mut rec: PriceRecord = decode(&k, tx.get(&k)?)?
+                let mut rec: PriceRecord = reuse(&mut tx, &k, reads.price)?
                     .filter(|p| !price_is_stale(p, now, self.config.retention_days))
                     .unwrap_or_default();
                 rec.add(listing.price, now);

@@ -72,6 +72,9 @@ struct Inner {
     /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
     /// read of a key it has never seen is answered without sled.
     present: Option<Present>,
+    /// Transactions committed with writes: reads made while it stayed the
+    /// same are still what the store holds.
+    commits: u64,
 }
 
 /// The keys that may be in sled, as Bloom filters (no false negatives): a
@@ -91,7 +94,9 @@ struct Present {
 impl Present {
     /// False positives per filter (≈ 9.6 bits per key).
     const FALSE_POS: f64 = 0.01;
-    const FIRST_CAPACITY: usize = 1 << 20;
+    /// 4.8 MB: one filter holds the 400k-event day set's ~2.5M keys (each
+    /// filter more costs every lookup of a new key one more cache miss).
+    const FIRST_CAPACITY: usize = 1 << 22;
 
     fn new() -> Present {
         Present {
@@ -102,7 +107,8 @@ impl Present {
     }
 
     fn may_contain(&self, key: &[u8]) -> bool {
-        self.filters.iter().any(|f| f.contains(key))
+        // The largest (newest) first: it holds the most keys.
+        self.filters.iter().rev().any(|f| f.contains(key))
     }
 
     fn insert(&mut self, key: &[u8]) {
@@ -238,6 +244,11 @@ impl Overlay {
     /// The current value of a key, pending writes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         self.inner().get(&self.shared.db, key)
+    }
+
+    /// Transactions committed with writes so far (see [`Tx::commits`]).
+    pub fn commits(&self) -> u64 {
+        self.inner().commits
     }
 
     /// Starts a group of writes that become pending together.
@@ -669,6 +680,18 @@ impl Tx<'_> {
         self.guard.get(self.db, key)
     }
 
+    /// [`Overlay::commits`] as this transaction began (no other commit can
+    /// happen while it is open): a caller that read keys outside it when
+    /// the count was the same may use those reads.
+    pub fn commits(&self) -> u64 {
+        self.guard.commits
+    }
+
+    /// Whether this transaction wrote `key` (its reads then see the write).
+    pub fn wrote(&self, key: &[u8]) -> bool {
+        self.writes.iter().any(|(k, _)| k == key)
+    }
+
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.writes.push((key, Some(IVec::from(value))));
     }
@@ -685,6 +708,10 @@ impl Tx<'_> {
 
     pub fn commit(mut self) {
         let writes = std::mem::take(&mut self.writes);
+        if writes.is_empty() {
+            return;
+        }
+        self.guard.commits += 1;
         if let Some(journal) = self.guard.journal.as_mut().filter(|_| self.journaled) {
             let thread = std::thread::current().id();
             journal.extend(writes.iter().map(|(k, v)| Change {

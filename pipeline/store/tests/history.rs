@@ -102,7 +102,9 @@ fn event_sequences_give_the_expected_snapshots() {
     assert!(cases.len() >= 8);
     let engine = engine();
     let mut failures = Vec::new();
-    for c in &cases {
+    // Each case both ways: snapshot then record, and as the event loops do
+    // it (the record reusing the idempotency check's and snapshot's reads).
+    for (c, reuse) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let first = c.events.first().map_or(0, |e| e.at);
@@ -110,12 +112,24 @@ fn event_sequences_give_the_expected_snapshots() {
         for (i, e) in c.events.iter().enumerate() {
             let l = listing(i, e, first);
             let a = engine.analyze(&l);
-            let snap = store.snapshot(&l, &a).unwrap();
+            let mut reads = store.event_reads();
+            let snap = if reuse {
+                assert!(store
+                    .seen_json_with(&l.listing_id, &l.event_id, &mut reads)
+                    .unwrap()
+                    .is_none());
+                store.snapshot_with(&l, &a, &mut reads).unwrap()
+            } else {
+                store.snapshot(&l, &a).unwrap()
+            };
             if i + 1 == n {
                 let x = &c.expect;
                 let mut check = |what: &str, ok: bool, got: String| {
                     if !ok {
-                        failures.push(format!("{}: {what} = {got}", c.name));
+                        failures.push(format!(
+                            "{} (reads reused: {reuse}): {what} = {got}",
+                            c.name
+                        ));
                     }
                 };
                 let shared = snap
@@ -196,10 +210,57 @@ fn event_sequences_give_the_expected_snapshots() {
                 );
             }
             let v = engine.decide(&l, &a, &snap);
-            store.record(&l, &a, &v).unwrap();
+            if reuse {
+                store.record_with(&l, &a, &v, reads).unwrap();
+            } else {
+                store.record(&l, &a, &v).unwrap();
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The record after a decision reuses what the snapshot read — unless
+/// something was committed in between (here a moderator's decision on the
+/// same seller), which it must not overwrite with the stale copy.
+#[test]
+fn a_record_does_not_reuse_reads_made_stale_by_a_commit_in_between() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ev = |at: i64| Ev {
+        seller: "s".into(),
+        listing: None,
+        event: None,
+        title: "아이폰 14".into(),
+        body: "직거래 원해요".into(),
+        price: 500000,
+        at,
+        category: None,
+        joined: None,
+    };
+    let first = listing(0, &ev(0), 0);
+    let a = engine.analyze(&first);
+    let v = engine.decide(&first, &a, &store.snapshot(&first, &a).unwrap());
+    store.record(&first, &a, &v).unwrap();
+
+    let second = listing(1, &ev(10), 0);
+    let a = engine.analyze(&second);
+    let mut reads = store.event_reads();
+    assert!(store
+        .seen_json_with(&second.listing_id, &second.event_id, &mut reads)
+        .unwrap()
+        .is_none());
+    let snap = store.snapshot_with(&second, &a, &mut reads).unwrap();
+    assert_eq!(snap.listings_total, 1);
+    // Between the snapshot and the record: a moderator confirms fraud.
+    store.apply_decision(&first.listing_id, "s", true).unwrap();
+    let v = engine.decide(&second, &a, &snap);
+    store.record_with(&second, &a, &v, reads).unwrap();
+
+    let s = store.seller("s").unwrap().unwrap();
+    assert_eq!(s.total, 2, "the second listing is counted");
+    assert_eq!(s.confirmed_fraud, 1, "the moderator's decision survives");
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn flagged(store: &Store, n: usize) {
             fingerprint: None,
             product_key: "-".into(),
             text_features: Default::default(),
+            text_score: None,
         };
         let v = Verdict {
             event_id: l.event_id.clone(),

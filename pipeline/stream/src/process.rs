@@ -1,7 +1,7 @@
 //! One event through the engine and the store: the step both run loops share.
 
 use haechi_engine::{Analysis, Engine, Listing, Verdict};
-use haechi_store::{Store, StoreError};
+use haechi_store::{EventReads, Store, StoreError};
 
 /// Pending store writes that trigger a flush.
 pub const FLUSH_EVERY: usize = 50_000;
@@ -77,12 +77,13 @@ impl<'a> Processor<'a> {
     /// Judges one valid event: idempotency check, analysis, history snapshot
     /// before the decision, the decision, the history update after it.
     pub fn process(&self, listing: &Listing) -> Result<Processed, StoreError> {
-        if let Some(p) = self.already_processed(listing)? {
+        let mut reads = self.store.event_reads();
+        if let Some(p) = self.already_processed(listing, &mut reads)? {
             return Ok(p);
         }
         let t0 = std::time::Instant::now();
         let analysis = self.engine.analyze(listing);
-        self.decide_and_record(listing, analysis, t0)
+        self.decide_and_record(listing, analysis, reads, t0)
     }
 
     /// [`Processor::process`] for an event analyzed elsewhere (a parallel
@@ -92,17 +93,22 @@ impl<'a> Processor<'a> {
         listing: &Listing,
         analysis: Analysis,
     ) -> Result<Processed, StoreError> {
-        if let Some(p) = self.already_processed(listing)? {
+        let mut reads = self.store.event_reads();
+        if let Some(p) = self.already_processed(listing, &mut reads)? {
             return Ok(p);
         }
-        self.decide_and_record(listing, analysis, std::time::Instant::now())
+        self.decide_and_record(listing, analysis, reads, std::time::Instant::now())
     }
 
     /// The original verdict of an event processed before, if it was.
-    fn already_processed(&self, listing: &Listing) -> Result<Option<Processed>, StoreError> {
+    fn already_processed(
+        &self,
+        listing: &Listing,
+        reads: &mut EventReads,
+    ) -> Result<Option<Processed>, StoreError> {
         Ok(self
             .store
-            .seen_json(&listing.listing_id, &listing.event_id)?
+            .seen_json_with(&listing.listing_id, &listing.event_id, reads)?
             .map(|(verdict, json)| Processed {
                 verdict,
                 json,
@@ -115,10 +121,11 @@ impl<'a> Processor<'a> {
         &self,
         listing: &Listing,
         analysis: Analysis,
+        mut reads: EventReads,
         t0: std::time::Instant,
     ) -> Result<Processed, StoreError> {
         let t1 = std::time::Instant::now();
-        let snapshot = self.store.snapshot(listing, &analysis)?;
+        let snapshot = self.store.snapshot_with(listing, &analysis, &mut reads)?;
         let t2 = std::time::Instant::now();
         let verdict = self.engine.decide(listing, &analysis, &snapshot);
         let t3 = std::time::Instant::now();
@@ -126,7 +133,8 @@ impl<'a> Processor<'a> {
             key: listing.event_id.clone(),
             message: e.to_string(),
         })?;
-        self.store.record(listing, &analysis, &verdict)?;
+        self.store
+            .record_with(listing, &analysis, &verdict, reads)?;
         let timings = StageTimes {
             analyze: t1 - t0,
             history: t2 - t1,

@@ -1,7 +1,10 @@
 //! Observability of `haechi run`: the Prometheus recorder, the metric
 //! names, and the health state the HTTP endpoints report.
 
+use haechi_engine::Action;
+use metrics::{counter, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// Events consumed, by topic.
@@ -18,7 +21,8 @@ pub const DECISIONS: &str = "haechi_decisions_total";
 /// Consumer lag per topic and partition (from librdkafka's statistics).
 pub const LAG: &str = "haechi_consumer_lag";
 /// Seconds per stage: analyze, history, decide, record (per event);
-/// deliver, flush, commit (per batch); restore (per partition).
+/// changelog (its delivery), deliver (verdicts and dead letters), flush,
+/// commit (per batch); restore (per partition).
 pub const STAGE: &str = "haechi_stage_seconds";
 /// Events per batch.
 pub const BATCH: &str = "haechi_batch_events";
@@ -53,6 +57,87 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())
+}
+
+/// The per-event metrics, their handles resolved once: a `counter!` with
+/// labels builds and hashes its key on every call, and an event touched
+/// eight of them.
+pub struct EventMeters {
+    listings_topic: String,
+    listings_in: Counter,
+    decisions_topic: String,
+    decisions_in: Counter,
+    pub analyze: Histogram,
+    pub history: Histogram,
+    pub decide: Histogram,
+    pub record: Histogram,
+    pub duplicates: Counter,
+    verdicts: [Counter; 3],
+    rule_hits: HashMap<String, Counter>,
+}
+
+impl EventMeters {
+    /// After [`install`] (handles taken before it record nothing).
+    pub fn new(listings_topic: &str, decisions_topic: &str) -> EventMeters {
+        let stage = |s: &'static str| histogram!(STAGE, "stage" => s);
+        let verdicts = |a: Action| counter!(VERDICTS, "action" => a.as_str());
+        EventMeters {
+            listings_topic: listings_topic.to_owned(),
+            listings_in: counter!(EVENTS_IN, "topic" => listings_topic.to_owned()),
+            decisions_topic: decisions_topic.to_owned(),
+            decisions_in: counter!(EVENTS_IN, "topic" => decisions_topic.to_owned()),
+            analyze: stage("analyze"),
+            history: stage("history"),
+            decide: stage("decide"),
+            record: stage("record"),
+            duplicates: counter!(DUPLICATES),
+            verdicts: [
+                verdicts(Action::Allow),
+                verdicts(Action::Review),
+                verdicts(Action::Block),
+            ],
+            rule_hits: HashMap::new(),
+        }
+    }
+
+    /// One event consumed from `topic`.
+    pub fn event_in(&self, topic: &str) {
+        if topic == self.listings_topic {
+            self.listings_in.increment(1);
+        } else if topic == self.decisions_topic {
+            self.decisions_in.increment(1);
+        } else {
+            counter!(EVENTS_IN, "topic" => topic.to_owned()).increment(1);
+        }
+    }
+
+    pub fn verdict(&self, action: Action) {
+        let i = match action {
+            Action::Allow => 0,
+            Action::Review => 1,
+            Action::Block => 2,
+        };
+        self.verdicts[i].increment(1);
+    }
+
+    pub fn rule_hit(&mut self, rule: &str) {
+        match self.rule_hits.get(rule) {
+            Some(c) => c.increment(1),
+            None => {
+                let c = counter!(RULE_HITS, "rule" => rule.to_owned());
+                c.increment(1);
+                self.rule_hits.insert(rule.to_owned(), c);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventMeters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventMeters")
+            .field("rules", &self.rule_hits.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the loop tells the health endpoints.

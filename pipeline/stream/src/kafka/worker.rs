@@ -15,11 +15,12 @@
 //!    replay, decisions into history, bad bytes to the dead-letter topic;
 //!    the store's change capture is taken after each message and grouped by
 //!    its partition;
-//! 3. **deliver** the changelog records, then verdicts and dead letters, and
-//!    wait for every delivery report (failed ones are produced again, the
-//!    same bytes): a published verdict always has its state in the
-//!    changelog;
-//! 4. **flush** the store (one log file, fsync; sled is updated behind);
+//! 3. **deliver** the changelog records and wait for their delivery
+//!    reports (failed ones are produced again, the same bytes): a published
+//!    verdict always has its state in the changelog;
+//! 4. **produce** the verdicts and dead letters, **flush** the store while
+//!    they are in flight (one log file, fsync; sled is updated behind), and
+//!    wait for their delivery reports;
 //! 5. **store the offsets** of the batch for the next commit.
 //!
 //! An offset is therefore committed only when its event's verdict, its
@@ -47,7 +48,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The key of the marker a restoring instance writes to a changelog
@@ -163,13 +164,48 @@ fn change_bytes((key, value): &KeyValue) -> usize {
     key.len() + value.as_ref().map_or(0, Vec::len) + 8
 }
 
-/// The message of a partition's accumulated changes (taken, left empty).
-fn changelog_message(k: &KafkaConfig, partition: i32, changes: &mut Vec<KeyValue>) -> Outgoing {
-    Outgoing {
-        topic: k.changelog_topic.clone(),
-        partition: Some(partition),
-        key: b"events".to_vec(),
-        payload: Some(encode_changes(&std::mem::take(changes))),
+/// One partition's changes for its next changelog message: the last value
+/// of each key only. A restore merges a record with what it has (unions,
+/// maxima) or takes it whole, and each later value of a key holds what the
+/// earlier ones added, so restoring the last equals restoring them all —
+/// while a product's price record, rewritten by every listing of it, is
+/// sent once per message instead of once per event.
+#[derive(Debug, Default)]
+struct PendingChanges {
+    /// In the order of their last change; `None`: superseded.
+    changes: Vec<Option<KeyValue>>,
+    /// Key → its slot in `changes`.
+    slots: std::collections::HashMap<Vec<u8>, usize>,
+    bytes: usize,
+}
+
+impl PendingChanges {
+    fn add(&mut self, change: KeyValue) {
+        let slot = self.changes.len();
+        if let Some(old) = self.slots.insert(change.0.clone(), slot) {
+            if let Some(gone) = self.changes[old].take() {
+                self.bytes -= change_bytes(&gone);
+            }
+        }
+        self.bytes += change_bytes(&change);
+        self.changes.push(Some(change));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The message of the changes (taken, left empty).
+    fn message(&mut self, k: &KafkaConfig, partition: i32) -> Outgoing {
+        let changes: Vec<KeyValue> = self.changes.drain(..).flatten().collect();
+        self.slots.clear();
+        self.bytes = 0;
+        Outgoing {
+            topic: k.changelog_topic.clone(),
+            partition: Some(partition),
+            key: b"events".to_vec(),
+            payload: Some(encode_changes(&changes)),
+        }
     }
 }
 
@@ -190,6 +226,7 @@ pub struct Worker<'a> {
     stop_deadline: Option<Instant>,
     /// Events judged (not counting redeliveries).
     pub events: u64,
+    meters: obs::EventMeters,
 }
 
 impl std::fmt::Debug for Worker<'_> {
@@ -277,6 +314,7 @@ impl<'a> Worker<'a> {
             owned: BTreeSet::new(),
             stop_deadline: None,
             events: 0,
+            meters: obs::EventMeters::new(&k.listings_topic, &k.decisions_topic),
         };
         w.check_topics()?;
         Ok(w)
@@ -332,9 +370,16 @@ impl<'a> Worker<'a> {
         // changelog; theirs wait for ours.
         self.store.own_flushes();
         let mut last_flush = Instant::now();
+        // The next batch, collected from what was already fetched and being
+        // analyzed while the current one is judged.
+        let mut ahead: Option<Batch> = None;
         loop {
             self.health.beat();
             if self.shutdown_deadline().is_some() {
+                // In flight: fetched, never judged. Finish it.
+                if let Some(batch) = ahead.take() {
+                    self.judge(batch)?;
+                }
                 break;
             }
             if !reload_every.is_zero() && last_reload.elapsed() >= reload_every {
@@ -343,7 +388,19 @@ impl<'a> Worker<'a> {
                     publish_versions(self.reloader);
                 }
             }
-            let batch = self.collect()?;
+            let mut batch = match ahead.take() {
+                Some(batch) => batch,
+                None => {
+                    let messages = self.collect()?;
+                    self.analyze_behind(messages)
+                }
+            };
+            if !batch.is_empty() && !self.health.stopping() {
+                let next = self.collect_fetched(&mut batch)?;
+                if !next.is_empty() {
+                    ahead = Some(self.analyze_behind(next));
+                }
+            }
             // Idle with writes pending: an empty batch delivers their
             // changelog and flushes them — at once when a moderator's
             // request waits for it, else (compaction) once a second.
@@ -407,7 +464,8 @@ impl<'a> Worker<'a> {
                 }
                 None => false,
             };
-            self.on_rebalance(&mut batch)?;
+            let gone = self.on_rebalance()?;
+            drop_revoked(&mut batch, &gone);
             let full = batch.len() >= max;
             let due = deadline.is_some_and(|d| Instant::now() >= d);
             if full || due || (!got && batch.is_empty()) || self.health.stopping() {
@@ -416,20 +474,76 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn on_rebalance(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<(), WorkerError> {
+    /// A batch of messages already fetched, without waiting (at most
+    /// `batch.max_events`); a rebalance meanwhile also drops `judging`'s
+    /// messages of revoked partitions.
+    fn collect_fetched(&mut self, judging: &mut Batch) -> Result<Vec<OwnedMessage>, WorkerError> {
+        let max = self.cfg.batch.max_events;
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        while batch.len() < max {
+            let got = match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    batch.push(m.detach());
+                    true
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    false
+                }
+                None => false,
+            };
+            let gone = self.on_rebalance()?;
+            drop_revoked(&mut batch, &gone);
+            judging.revoked.extend(gone);
+            if !got {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Decodes and analyzes a batch's listings on other threads (pure
+    /// work) while this one goes on; [`Worker::judge`] waits for it.
+    fn analyze_behind(&self, messages: Vec<OwnedMessage>) -> Batch {
+        let engine = self.reloader.engine();
+        let messages = Arc::new(messages);
+        let analysis = if messages.is_empty() {
+            None
+        } else {
+            let (m, e) = (Arc::clone(&messages), Arc::clone(&engine));
+            let limits = self.limits;
+            let listings = self.cfg.kafka.listings_topic.clone();
+            let threads = self.cfg.batch.threads();
+            std::thread::Builder::new()
+                .name("haechi-analyze".into())
+                .spawn(move || {
+                    parallel_map(&m, threads, &|m: &OwnedMessage| {
+                        (m.topic() == listings).then(|| analyze(&e, m, &limits))
+                    })
+                })
+                .map_err(
+                    |e| tracing::warn!(error = %e, "no analysis thread; analyzing in the loop"),
+                )
+                .ok()
+        };
+        Batch {
+            engine,
+            messages,
+            analysis,
+            revoked: BTreeSet::new(),
+        }
+    }
+
+    /// The partitions revoked by rebalances `poll` ran since the last call
+    /// (restoring the assigned ones first).
+    fn on_rebalance(&mut self) -> Result<BTreeSet<(String, i32)>, WorkerError> {
+        let mut revoked = BTreeSet::new();
         let events = std::mem::take(&mut *lock(&self.consumer.context().events));
         for ev in events {
             match ev {
                 Rebalanced::Revoked(parts) => {
                     let gone: BTreeSet<(String, i32)> = parts.into_iter().collect();
-                    let before = batch.len();
-                    batch.retain(|m| !gone.contains(&(m.topic().to_owned(), m.partition())));
-                    if batch.len() < before {
-                        tracing::info!(
-                            dropped = before - batch.len(),
-                            "unjudged messages of revoked partitions left to their next owner"
-                        );
-                    }
+                    revoked.extend(gone.iter().cloned());
                     for (t, p) in gone {
                         if t == self.cfg.kafka.listings_topic {
                             self.owned.remove(&p);
@@ -453,7 +567,7 @@ impl<'a> Worker<'a> {
             }
         }
         gauge!(obs::PARTITIONS).set(self.owned.len() as f64);
-        Ok(())
+        Ok(revoked)
     }
 
     /// Brings this store up to date with a partition's changelog: writes a
@@ -469,7 +583,7 @@ impl<'a> Worker<'a> {
             key: MARKER_KEY.to_vec(),
             payload: Some(self.cfg.kafka.client_id.as_bytes().to_vec()),
         };
-        let delivered = self.deliver(vec![marker])?;
+        let delivered = self.deliver(vec![marker], "changelog")?;
         let end = delivered
             .first()
             .map(|d| d.1)
@@ -532,8 +646,9 @@ impl<'a> Worker<'a> {
     }
 
     /// Steps 2 to 5 for one batch.
-    fn judge(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+    fn judge(&mut self, batch: Batch) -> Result<(), WorkerError> {
         let engine = self.reloader.engine();
+        let (batch, analyzed) = batch.wait(&engine, &self.limits, &self.cfg.kafka.listings_topic);
         let proc = Processor::manual_flush(&engine, self.store);
         let k = &self.cfg.kafka;
         if !batch.is_empty() {
@@ -547,16 +662,12 @@ impl<'a> Worker<'a> {
         let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         // Each partition's changes, whole events per message.
-        let mut changelog: BTreeMap<i32, (Vec<KeyValue>, usize)> = BTreeMap::new();
-        // Decoding and analysis are pure: all of the batch's listings at once,
-        // on several threads; everything stateful below stays in order.
-        let limits = &self.limits;
-        let analyzed = parallel_map(&batch, self.cfg.batch.threads(), &|m: &OwnedMessage| {
-            (m.topic() == k.listings_topic).then(|| analyze(&engine, m, limits))
-        });
+        let mut changelog: BTreeMap<i32, PendingChanges> = BTreeMap::new();
+        // Decoding and analysis (pure) ran on other threads; everything
+        // stateful below stays in order.
         for (m, analyzed) in batch.iter().zip(analyzed) {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
-            counter!(obs::EVENTS_IN, "topic" => m.topic().to_owned()).increment(1);
+            self.meters.event_in(m.topic());
             if let Some(analyzed) = analyzed {
                 self.listing(m, analyzed, &proc, &mut out)?;
             } else if m.topic() == k.decisions_topic {
@@ -564,19 +675,19 @@ impl<'a> Worker<'a> {
             }
             let taken = self.store.take_changes();
             if !taken.own.is_empty() {
-                let (changes, bytes) = changelog.entry(m.partition()).or_default();
-                if *bytes >= CHANGELOG_MESSAGE_BYTES {
-                    out.push(changelog_message(k, m.partition(), changes));
-                    *bytes = 0;
+                let changes = changelog.entry(m.partition()).or_default();
+                if changes.bytes >= CHANGELOG_MESSAGE_BYTES {
+                    out.push(changes.message(k, m.partition()));
                 }
-                *bytes += taken.own.iter().map(change_bytes).sum::<usize>();
-                changes.extend(taken.own);
+                for change in taken.own {
+                    changes.add(change);
+                }
             }
             other.extend(taken.other);
         }
-        for (partition, (changes, _)) in &mut changelog {
+        for (partition, changes) in &mut changelog {
             if !changes.is_empty() {
-                out.push(changelog_message(k, *partition, changes));
+                out.push(changes.message(k, *partition));
             }
         }
         if !other.is_empty() {
@@ -598,24 +709,24 @@ impl<'a> Worker<'a> {
         // then store the offsets.
         let (changelog, outputs): (Vec<Outgoing>, Vec<Outgoing>) =
             out.into_iter().partition(|o| o.topic == k.changelog_topic);
-        let mut delivered = self.deliver(changelog)?;
-        delivered.extend(self.deliver(outputs)?);
+        let delivered = self.deliver(changelog, "changelog")?;
         let mut checkpoints: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut changelog_records = 0u64;
-        for (topic, offset, partition) in delivered {
-            if topic == k.changelog_topic {
-                changelog_records += 1;
-                let c = checkpoints.entry(partition).or_insert(offset);
-                *c = (*c).max(offset);
-            }
+        counter!(obs::CHANGELOG_OUT).increment(delivered.len() as u64);
+        for (_, offset, partition) in delivered {
+            let c = checkpoints.entry(partition).or_insert(offset);
+            *c = (*c).max(offset);
         }
-        counter!(obs::CHANGELOG_OUT).increment(changelog_records);
         for (p, o) in checkpoints {
             self.store.set_changelog_checkpoint(p, o)?;
         }
-        let t = Instant::now();
+        // The verdicts go out while the store is made durable (the state
+        // behind them is in the changelog already); the offsets wait for
+        // both.
+        let started = Instant::now();
+        let inflight = self.send_all(outputs);
         self.store.flush()?;
-        histogram!(obs::STAGE, "stage" => "flush").record(t.elapsed().as_secs_f64());
+        histogram!(obs::STAGE, "stage" => "flush").record(started.elapsed().as_secs_f64());
+        self.await_delivery(inflight, started, "deliver")?;
         for ((topic, p), o) in offsets {
             if let Err(e) = self.consumer.store_offset(&topic, p, o) {
                 tracing::warn!(error = %e, topic, partition = p, "offset not stored; the events will be redelivered");
@@ -643,22 +754,23 @@ impl<'a> Worker<'a> {
                 took,
             }) => {
                 let p: Processed = proc.process_analyzed(&listing, analysis)?;
+                let meters = &mut self.meters;
                 if p.duplicate {
-                    counter!(obs::DUPLICATES).increment(1);
+                    meters.duplicates.increment(1);
                 } else {
                     self.events += 1;
                     let t = p.timings;
-                    histogram!(obs::STAGE, "stage" => "analyze").record(took.as_secs_f64());
-                    histogram!(obs::STAGE, "stage" => "history").record(t.history.as_secs_f64());
-                    histogram!(obs::STAGE, "stage" => "decide").record(t.decide.as_secs_f64());
-                    histogram!(obs::STAGE, "stage" => "record").record(t.record.as_secs_f64());
+                    meters.analyze.record(took.as_secs_f64());
+                    meters.history.record(t.history.as_secs_f64());
+                    meters.decide.record(t.decide.as_secs_f64());
+                    meters.record.record(t.record.as_secs_f64());
                     for r in &p.verdict.reasons {
                         if matches!(r.source, ReasonSource::Rule | ReasonSource::List) {
-                            counter!(obs::RULE_HITS, "rule" => r.id.clone()).increment(1);
+                            meters.rule_hit(&r.id);
                         }
                     }
                 }
-                counter!(obs::VERDICTS, "action" => p.verdict.action.as_str()).increment(1);
+                meters.verdict(p.verdict.action);
                 out.push(Outgoing {
                     topic: k.verdicts_topic.clone(),
                     partition: None,
@@ -710,25 +822,46 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Step 3: produces everything and waits for every delivery report,
-    /// producing failed messages again until they are delivered (or the
-    /// shutdown deadline passes). Returns (topic, offset, partition) of each.
-    fn deliver(&mut self, out: Vec<Outgoing>) -> Result<Vec<(String, i64, i32)>, WorkerError> {
-        if out.is_empty() {
+    /// Step 3: produces everything and waits for every delivery report
+    /// (see [`Worker::await_delivery`]), timed as `stage`.
+    fn deliver(
+        &mut self,
+        out: Vec<Outgoing>,
+        stage: &'static str,
+    ) -> Result<Vec<(String, i64, i32)>, WorkerError> {
+        let started = Instant::now();
+        let inflight = self.send_all(out);
+        self.await_delivery(inflight, started, stage)
+    }
+
+    /// Produces every message without waiting for the broker.
+    fn send_all(&self, out: Vec<Outgoing>) -> Vec<(Outgoing, Option<DeliveryFuture>)> {
+        out.into_iter()
+            .map(|o| {
+                let f = self.enqueue(&o);
+                (o, f)
+            })
+            .collect()
+    }
+
+    /// Waits for the delivery report of every message sent, producing
+    /// failed ones again until they are delivered (or the shutdown deadline
+    /// passes). Returns (topic, offset, partition) of each.
+    fn await_delivery(
+        &mut self,
+        inflight: Vec<(Outgoing, Option<DeliveryFuture>)>,
+        started: Instant,
+        stage: &'static str,
+    ) -> Result<Vec<(String, i64, i32)>, WorkerError> {
+        if inflight.is_empty() {
             // Nothing to wait for (a batch of duplicates has no changelog):
-            // no zero-length observation in the deliver histogram.
+            // no zero-length observation in the histogram.
             return Ok(Vec::new());
         }
-        let started = Instant::now();
-        let mut delivered = Vec::with_capacity(out.len());
-        let mut todo = out;
+        let mut delivered = Vec::with_capacity(inflight.len());
+        let mut inflight = inflight;
         let mut backoff = Duration::from_millis(200);
-        while !todo.is_empty() {
-            let mut inflight: Vec<(Outgoing, Option<DeliveryFuture>)> = Vec::new();
-            for o in todo {
-                let f = self.enqueue(&o);
-                inflight.push((o, f));
-            }
+        loop {
             let results: Vec<(Outgoing, DeliveryReport)> = self.rt.block_on(async {
                 let mut results = Vec::with_capacity(inflight.len());
                 for (o, f) in inflight {
@@ -744,7 +877,7 @@ impl<'a> Worker<'a> {
                 }
                 results
             });
-            todo = Vec::new();
+            let mut todo = Vec::new();
             for (o, r) in results {
                 match r {
                     Ok((p, off)) => delivered.push((o.topic, off, p)),
@@ -755,21 +888,23 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
-            if !todo.is_empty() {
-                self.health.beat();
-                if self
-                    .shutdown_deadline()
-                    .is_some_and(|d| Instant::now() >= d)
-                {
-                    return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
-                        self.cfg.shutdown.timeout_secs,
-                    )));
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            if todo.is_empty() {
+                break;
             }
+            self.health.beat();
+            if self
+                .shutdown_deadline()
+                .is_some_and(|d| Instant::now() >= d)
+            {
+                return Err(WorkerError::ShutdownTimeout(Duration::from_secs(
+                    self.cfg.shutdown.timeout_secs,
+                )));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            inflight = self.send_all(todo);
         }
-        histogram!(obs::STAGE, "stage" => "deliver").record(started.elapsed().as_secs_f64());
+        histogram!(obs::STAGE, "stage" => stage).record(started.elapsed().as_secs_f64());
         Ok(delivered)
     }
 
@@ -783,6 +918,87 @@ impl<'a> Worker<'a> {
         );
         sent.map_err(|e| tracing::warn!(topic = %o.topic, error = %e, "produce refused"))
             .ok()
+    }
+}
+
+/// What analysis made of a batch's messages: `None` for other topics.
+type Analyses = Vec<Option<Result<Analyzed, InvalidEvent>>>;
+
+/// A batch of messages whose analysis runs on other threads.
+#[derive(Debug)]
+struct Batch {
+    /// The engine it is analyzed with.
+    engine: Arc<Engine>,
+    messages: Arc<Vec<OwnedMessage>>,
+    /// `None`: not started (no thread could be had), done by [`Batch::wait`].
+    analysis: Option<std::thread::JoinHandle<Analyses>>,
+    /// Partitions revoked since it was collected: their messages are left
+    /// to the next owner.
+    revoked: BTreeSet<(String, i32)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The messages and their analyses, in order, without the revoked
+    /// partitions'; analyzed here if no thread did it or the engine was
+    /// reloaded meanwhile (a verdict comes from one engine).
+    fn wait(
+        self,
+        engine: &Arc<Engine>,
+        limits: &Limits,
+        listings: &str,
+    ) -> (Vec<OwnedMessage>, Analyses) {
+        let done = match self.analysis {
+            None => None,
+            Some(handle) => match handle.join() {
+                Ok(done) => Some(done),
+                // Analysis does not panic on input (fuzzed); if it ever
+                // did, fail loudly rather than lose events.
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+        };
+        let mut messages =
+            Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
+        let mut analyzed = match done {
+            Some(a) if Arc::ptr_eq(&self.engine, engine) => a,
+            _ => messages
+                .iter()
+                .map(|m| (m.topic() == listings).then(|| analyze(engine, m, limits)))
+                .collect(),
+        };
+        if !self.revoked.is_empty() {
+            let keep: Vec<bool> = messages
+                .iter()
+                .map(|m| {
+                    !self
+                        .revoked
+                        .contains(&(m.topic().to_owned(), m.partition()))
+                })
+                .collect();
+            let mut k = keep.iter();
+            analyzed.retain(|_| *k.next().unwrap_or(&true));
+            let mut k = keep.iter();
+            messages.retain(|_| *k.next().unwrap_or(&true));
+        }
+        (messages, analyzed)
+    }
+}
+
+/// Drops the messages of revoked partitions from a batch not yet judged.
+fn drop_revoked(batch: &mut Vec<OwnedMessage>, gone: &BTreeSet<(String, i32)>) {
+    if gone.is_empty() {
+        return;
+    }
+    let before = batch.len();
+    batch.retain(|m| !gone.contains(&(m.topic().to_owned(), m.partition())));
+    if batch.len() < before {
+        tracing::info!(
+            dropped = before - batch.len(),
+            "unjudged messages of revoked partitions left to their next owner"
+        );
     }
 }
 
@@ -873,6 +1089,44 @@ pub fn parse_decision(raw: &[u8]) -> Result<DecisionMessage, InvalidEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changelog_message_holds_the_last_value_of_each_key() {
+        let kv =
+            |k: &str, v: Option<&str>| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()));
+        let mut p = PendingChanges::default();
+        p.add(kv("price:iphone", Some("1 sample")));
+        p.add(kv("seller:a", Some("a1")));
+        p.add(kv("price:iphone", Some("2 samples")));
+        p.add(kv("listing:x", None));
+        assert_eq!(
+            p.bytes,
+            [
+                kv("seller:a", Some("a1")),
+                kv("price:iphone", Some("2 samples")),
+                kv("listing:x", None)
+            ]
+            .iter()
+            .map(change_bytes)
+            .sum::<usize>()
+        );
+        let cfg = KafkaConfig::default();
+        let m = p.message(&cfg, 3);
+        assert_eq!(
+            (m.topic.as_str(), m.partition),
+            (cfg.changelog_topic.as_str(), Some(3))
+        );
+        let changes = decode_changes(&m.payload.unwrap()).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                kv("seller:a", Some("a1")),
+                kv("price:iphone", Some("2 samples")),
+                kv("listing:x", None)
+            ]
+        );
+        assert!(p.is_empty() && p.bytes == 0, "taken");
+    }
 
     #[test]
     fn decisions_parse_or_say_why() {
