@@ -790,6 +790,20 @@ impl Store {
         self.overlay.flush()
     }
 
+    /// Sets the writes so far apart from those to come (see
+    /// [`Store::flush_sealed`]). For the thread that owns the flushes.
+    pub fn seal(&self) -> Result<()> {
+        self.overlay.seal()
+    }
+
+    /// Makes the writes set apart by [`Store::seal`] durable, not those
+    /// committed since: the Kafka loop judges the next batch while the last
+    /// one's are flushed (by a helper of the thread owning the flushes; a
+    /// flush of everything, [`Store::flush`], flushes these first).
+    pub fn flush_sealed(&self) -> Result<()> {
+        self.overlay.flush_sealed()
+    }
+
     /// From now on only this thread's flushes write the log; other threads'
     /// [`Store::flush`] wait for them (the Kafka loop: a moderator's write
     /// must not make a batch durable before the batch's changelog is

@@ -56,6 +56,9 @@ const APPLIED_KEY: &[u8] = b"mwal_applied";
 struct Inner {
     /// Written, not yet flushed (None = removed).
     pending: Map,
+    /// Older pending writes set apart by [`Overlay::seal`], to be flushed
+    /// on their own (the Kafka loop judges the next batch meanwhile).
+    sealed: Option<Map>,
     /// Flushed (durable in the log), being applied to sled, oldest first.
     applying: VecDeque<(u64, Arc<Map>)>,
     /// Read from (or applied to) sled.
@@ -170,6 +173,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
         if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.sealed.as_ref().and_then(|m| m.get(key)) {
             return Ok(v.clone());
         }
         if let Some(v) = self.applying.iter().rev().find_map(|(_, m)| m.get(key)) {
@@ -314,17 +320,51 @@ impl Overlay {
 
     /// Number of pending writes.
     pub fn pending(&self) -> usize {
-        self.inner().pending.len()
+        let inner = self.inner();
+        inner.pending.len() + inner.sealed.as_ref().map_or(0, HashMap::len)
+    }
+
+    /// Sets the pending writes apart, for [`Overlay::flush_sealed`]; writes
+    /// committed from now on stay out of that flush. A layer sealed before
+    /// and not flushed yet is flushed first.
+    pub fn seal(&self) -> Result<()> {
+        if self.inner().sealed.is_some() {
+            self.flush_sealed()?;
+        }
+        let mut inner = self.inner();
+        if !inner.pending.is_empty() {
+            inner.sealed = Some(std::mem::take(&mut inner.pending));
+            // The sealed layer is flushed as the epoch pending had.
+            inner.pending_epoch += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes the sealed writes durable (like [`Overlay::flush`], without
+    /// the writes committed since [`Overlay::seal`]).
+    pub fn flush_sealed(&self) -> Result<()> {
+        self.flush_layer(true)
     }
 
     /// Makes every pending write durable: one log file, fsynced. sled gets
     /// them from the applier.
     pub fn flush(&self) -> Result<()> {
+        self.flush_layer(true)?;
+        self.flush_layer(false)
+    }
+
+    /// Flushes the sealed layer, or the pending writes, as one epoch.
+    fn flush_layer(&self, sealed: bool) -> Result<()> {
         let mut epoch = lock(&self.flushing);
         let writes = {
             let mut inner = self.inner();
             inner.check()?;
-            if inner.pending.is_empty() {
+            let empty = if sealed {
+                inner.sealed.is_none()
+            } else {
+                inner.pending.is_empty()
+            };
+            if empty {
                 return Ok(());
             }
             while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
@@ -335,18 +375,27 @@ impl Overlay {
                     .unwrap_or_else(|p| p.into_inner());
             }
             inner.check()?;
-            let writes = Arc::new(std::mem::take(&mut inner.pending));
+            let writes = if sealed {
+                inner.sealed.take().unwrap_or_default()
+            } else {
+                inner.pending_epoch = *epoch + 1;
+                std::mem::take(&mut inner.pending)
+            };
+            let writes = Arc::new(writes);
             inner.applying.push_back((*epoch, Arc::clone(&writes)));
-            inner.pending_epoch = *epoch + 1;
             writes
         };
         if let Err(e) = write_wal(&self.wal, *epoch, &writes) {
-            // Not durable: back to pending (writes made since win).
+            // Not durable: back where they were (writes made since win).
             let mut inner = self.inner();
             inner.applying.pop_back();
-            inner.pending_epoch = *epoch;
-            for (k, v) in writes.iter() {
-                inner.pending.entry(k.clone()).or_insert_with(|| v.clone());
+            if sealed {
+                inner.sealed = Some(Arc::unwrap_or_clone(writes));
+            } else {
+                inner.pending_epoch = *epoch;
+                for (k, v) in writes.iter() {
+                    inner.pending.entry(k.clone()).or_insert_with(|| v.clone());
+                }
             }
             return Err(e);
         }
@@ -366,6 +415,7 @@ impl Overlay {
     /// The epoch by whose flush everything committed so far is durable.
     pub fn durable_point(&self) -> u64 {
         let inner = self.inner();
+        // A sealed layer is flushed as the epoch before the pending one's.
         if inner.pending.is_empty() {
             inner.pending_epoch - 1
         } else {
@@ -442,6 +492,7 @@ fn layers(inner: &Inner) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
         .applying
         .iter()
         .flat_map(|(_, m)| m.iter())
+        .chain(inner.sealed.iter().flatten())
         .chain(inner.pending.iter())
 }
 
@@ -874,6 +925,51 @@ mod tests {
         assert_eq!(std::fs::read_dir(&wal).unwrap().count(), 0);
         // The next flush continues after the recovered epoch.
         assert_eq!(*lock(&o.flushing), 3);
+    }
+
+    #[test]
+    fn a_sealed_flush_makes_only_the_writes_before_the_seal_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_db, o) = open(dir.path());
+            let mut tx = o.begin();
+            tx.put(b"a".to_vec(), b"1".to_vec());
+            tx.commit();
+            o.seal().unwrap();
+            let point = o.durable_point();
+            let mut tx = o.begin();
+            tx.put(b"a".to_vec(), b"2".to_vec());
+            tx.put(b"b".to_vec(), b"1".to_vec());
+            tx.commit();
+            assert_eq!(o.durable_point(), point + 1, "the newer writes go later");
+            assert_eq!(o.pending(), 3, "sealed and pending writes");
+            // Reads see the newest value, whichever layer holds it.
+            assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"2");
+            o.flush_sealed().unwrap();
+            assert!(o.wait_durable(point, std::time::Duration::ZERO).unwrap());
+            assert!(!o
+                .wait_durable(point + 1, std::time::Duration::ZERO)
+                .unwrap());
+            assert_eq!(o.pending(), 2);
+            assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"2");
+            o.settle().unwrap();
+        } // a crash: the writes after the seal were never flushed
+        {
+            let (_db, o) = open(dir.path());
+            assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"1");
+            assert!(o.get(b"b").unwrap().is_none());
+            // A full flush takes a sealed layer first, then the rest.
+            let mut tx = o.begin();
+            tx.put(b"a".to_vec(), b"3".to_vec());
+            tx.commit();
+            o.seal().unwrap();
+            let mut tx = o.begin();
+            tx.put(b"a".to_vec(), b"4".to_vec());
+            tx.commit();
+            o.flush().unwrap();
+        }
+        let (_db, o) = open(dir.path());
+        assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"4");
     }
 
     #[test]
