@@ -193,6 +193,9 @@ impl Store {
     /// records, and moves the partition's checkpoint to `offset`. Restored
     /// writes are not captured again.
     pub fn restore(&self, changes: &[KeyValue], partition: i32, offset: i64) -> Result<()> {
+        if !changes.is_empty() {
+            self.forget_first_event();
+        }
         let mut tx = self.overlay.begin_unjournaled();
         for (key, value) in changes {
             if !replicated(key) {

@@ -55,6 +55,10 @@ pub(crate) struct Compactor {
     /// Whether it may flush pending writes itself when the loop is idle
     /// (not when a Kafka loop owns the flushes: see `Store::own_flushes`).
     pub(crate) may_flush: bool,
+    /// No time in the history is earlier (see `Store::first_event`): a
+    /// keyspace whose cut-off is not past it has nothing to drop, and is
+    /// not scanned.
+    pub(crate) first_event: i64,
 }
 
 /// The start of the day (of event time) `t` falls in.
@@ -87,46 +91,58 @@ impl Compactor {
         let cutoff = now - self.config.retention_days * DAY_MS;
         let ident_cut = now - self.config.ident_window_days * DAY_MS;
         let band_cut = now - self.config.duplicate_window_days * DAY_MS;
+        // Nothing in a keyspace is older than the earliest time the history
+        // holds: one whose cut-off is not past it is not scanned (a young
+        // store, a replay of a month — a scan of every key changing none).
+        let due = |cut: i64| cut > self.first_event;
         let mut changed = 0u64;
-        // Idempotency records older than the retention: decisions', and
-        // the events kept in each listing's record.
-        changed += self.compact_keyspace(keys::EVENT, |r: &mut EventRecord| {
-            if r.at < cutoff {
-                Prune::Remove
-            } else {
-                Prune::Keep
-            }
-        })?;
-        // A listing with no event left goes whole (see [`listing_is_stale`]).
-        changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
-            let before = r.events.len();
-            r.events.retain(|e| e.at >= cutoff);
-            Prune::after(before, r.events.len(), r.events.is_empty())
-        })?;
-        changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
-            let before = r.sellers.len();
-            r.sellers.retain(|(_, t)| *t >= ident_cut);
-            let nothing_left = r.sellers.is_empty() && r.fraud_sellers.is_empty();
-            Prune::after(before, r.sellers.len(), nothing_left)
-        })?;
-        changed += self.compact_keyspace(keys::BAND, |r: &mut BandRecord| {
-            let before = r.sellers.len();
-            r.sellers.retain(|(_, t)| *t >= band_cut);
-            Prune::after(before, r.sellers.len(), r.sellers.is_empty())
-        })?;
+        if due(cutoff) {
+            // Idempotency records older than the retention: decisions', and
+            // the events kept in each listing's record.
+            changed += self.compact_keyspace(keys::EVENT, |r: &mut EventRecord| {
+                if r.at < cutoff {
+                    Prune::Remove
+                } else {
+                    Prune::Keep
+                }
+            })?;
+            // A listing with no event left goes whole (see [`listing_is_stale`]).
+            changed += self.compact_keyspace(keys::LISTING, |r: &mut ListingRecord| {
+                let before = r.events.len();
+                r.events.retain(|e| e.at >= cutoff);
+                Prune::after(before, r.events.len(), r.events.is_empty())
+            })?;
+        }
+        if due(ident_cut) {
+            changed += self.compact_keyspace(keys::IDENT, |r: &mut IdentRecord| {
+                let before = r.sellers.len();
+                r.sellers.retain(|(_, t)| *t >= ident_cut);
+                let nothing_left = r.sellers.is_empty() && r.fraud_sellers.is_empty();
+                Prune::after(before, r.sellers.len(), nothing_left)
+            })?;
+        }
+        if due(band_cut) {
+            changed += self.compact_keyspace(keys::BAND, |r: &mut BandRecord| {
+                let before = r.sellers.len();
+                r.sellers.retain(|(_, t)| *t >= band_cut);
+                Prune::after(before, r.sellers.len(), r.sellers.is_empty())
+            })?;
+        }
         // A product's price sample is already bounded (the last
         // PRICE_SAMPLES); pruning it by age would only lose the reference of
         // rare products (measured: a too-cheap LV bag on the test split,
         // 7 samples, went unflagged). A product nobody listed within the
         // retention goes.
-        let retention = self.config.retention_days;
-        changed += self.compact_keyspace(keys::PRICE, |r: &mut PriceRecord| {
-            if price_is_stale(r, now, retention) {
-                Prune::Remove
-            } else {
-                Prune::Keep
-            }
-        })?;
+        if due(cutoff) {
+            let retention = self.config.retention_days;
+            changed += self.compact_keyspace(keys::PRICE, |r: &mut PriceRecord| {
+                if price_is_stale(r, now, retention) {
+                    Prune::Remove
+                } else {
+                    Prune::Keep
+                }
+            })?;
+        }
         Ok(changed)
     }
 

@@ -77,6 +77,9 @@ const WAL_DIR: &str = "wal";
 /// The META key of the last day compacted.
 const COMPACTED_DAY: &[u8] = b"mcompacted_day";
 
+/// The META key of [`Store`]'s `first_event` bound.
+const FIRST_EVENT: &[u8] = b"mfirst_event_ms";
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Keyspace prefixes. One byte each, followed by the key proper.
@@ -201,6 +204,12 @@ pub struct Store {
     config: HistoryConfig,
     /// The latest event time recorded, persisted at each flush.
     last_event: std::sync::atomic::AtomicI64,
+    /// A lower bound of every time stamped in the history (the earliest
+    /// event recorded), persisted with `last_event`: compaction skips a
+    /// keyspace whose cut-off is not past it (nothing there can be old
+    /// enough). `i64::MAX`: nothing recorded yet; `i64::MIN`: unknown (a
+    /// store from before it was kept, or state restored from a changelog).
+    first_event: std::sync::atomic::AtomicI64,
     /// The last day (of event time) compacted or being compacted (the
     /// stored "compacted_day" at open; the thread stores it when done).
     compacted_day: std::sync::atomic::AtomicI64,
@@ -259,11 +268,23 @@ impl Store {
             migrate::upgrade(&db, from)?;
         }
         let compacted_day = decode::<i64>(COMPACTED_DAY, overlay.get(COMPACTED_DAY)?)?;
+        let first_event = match decode::<i64>(FIRST_EVENT, overlay.get(FIRST_EVENT)?)? {
+            Some(t) => t,
+            // Events recorded before the bound was kept: unknown.
+            None if overlay
+                .get(&keys::key(keys::META, "last_event_ms"))?
+                .is_some() =>
+            {
+                i64::MIN
+            }
+            None => i64::MAX,
+        };
         Ok(Store {
             overlay: std::sync::Arc::new(overlay),
             db,
             config,
             last_event: std::sync::atomic::AtomicI64::new(i64::MIN),
+            first_event: std::sync::atomic::AtomicI64::new(first_event),
             compacted_day: std::sync::atomic::AtomicI64::new(compacted_day.unwrap_or(i64::MIN)),
             compacting: std::sync::Mutex::new(None),
             stop_compaction: Default::default(),
@@ -616,6 +637,8 @@ impl Store {
         tx.commit();
         self.last_event
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        self.first_event
+            .fetch_min(now, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -640,6 +663,11 @@ impl Store {
         fraud: bool,
     ) -> Result<bool> {
         let key = keys::key(keys::EVENT, &format!("decision:{decision_id}"));
+        let at = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
+        // Its record is stamped with the latest event time (compaction
+        // drops it after the retention): the bound must cover it.
+        self.first_event
+            .fetch_min(at, std::sync::atomic::Ordering::Relaxed);
         let mut tx = self.overlay.begin();
         if tx.get(&key)?.is_some() {
             return Ok(false);
@@ -649,7 +677,7 @@ impl Store {
             key,
             encode(&EventRecord {
                 event_id: decision_id.to_owned(),
-                at: self.last_event.load(std::sync::atomic::Ordering::Relaxed),
+                at,
                 verdict: None,
             }),
         );
@@ -690,6 +718,7 @@ impl Store {
             config: self.config.clone(),
             stop: std::sync::Arc::clone(&self.stop_compaction),
             may_flush: !self.flushes_owned(),
+            first_event: self.first_event.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -793,6 +822,7 @@ impl Store {
     /// Sets the writes so far apart from those to come (see
     /// [`Store::flush_sealed`]). For the thread that owns the flushes.
     pub fn seal(&self) -> Result<()> {
+        self.note_last_event();
         self.overlay.seal()
     }
 
@@ -837,8 +867,20 @@ impl Store {
         if last > i64::MIN && self.overlay.pending() > 0 {
             let mut tx = self.overlay.begin();
             tx.put(keys::key(keys::META, "last_event_ms"), encode(&last));
+            let first = self.first_event.load(std::sync::atomic::Ordering::Relaxed);
+            tx.put(FIRST_EVENT.to_vec(), encode(&first));
             tx.commit();
         }
+    }
+
+    /// State came from elsewhere (a changelog restore): its times are not
+    /// bounded by this store's events any more.
+    pub(crate) fn forget_first_event(&self) {
+        self.first_event
+            .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
+        let mut tx = self.overlay.begin_unjournaled();
+        tx.put(FIRST_EVENT.to_vec(), encode(&i64::MIN));
+        tx.commit();
     }
 
     /// Writes not yet flushed (a flush is due when this grows).
