@@ -585,3 +585,55 @@ fn daily_compaction_drops_what_left_the_retention_and_keeps_the_rest() {
     store.record(&l, &a, &v).unwrap();
     assert!(!store.compact_if_due().unwrap());
 }
+
+/// Compaction skips keyspaces that cannot hold anything older than the
+/// earliest event this store recorded — which says nothing of state restored
+/// from another instance's changelog: that must still be compacted.
+#[test]
+fn state_restored_from_a_changelog_is_compacted_like_our_own() {
+    let engine = engine();
+    let ev = |seller: &str, listing: &str, at: i64| Ev {
+        seller: seller.into(),
+        listing: Some(listing.into()),
+        event: None,
+        title: "아이폰 14".into(),
+        body: "직거래 원해요".into(),
+        price: 500000,
+        at,
+        category: None,
+        joined: None,
+    };
+    let judge = |store: &Store, i: usize, e: &Ev| {
+        let l = listing(i, e, 0);
+        let a = engine.analyze(&l);
+        let v = engine.decide(&l, &a, &store.snapshot(&l, &a).unwrap());
+        store.record(&l, &a, &v).unwrap();
+    };
+    let day = 24 * 60;
+    // Instance A judged an old listing; its changes went to the changelog.
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = Store::open(dir_a.path()).unwrap();
+    a.enable_changelog();
+    judge(&a, 0, &ev("s-old", "l-old", 0));
+    let changes = a.take_changes().own;
+    assert!(!changes.is_empty());
+    // Instance B only ever judged recent events, then restores A's.
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Store::open(dir_b.path()).unwrap();
+    judge(&b, 1, &ev("s-new", "l-new", 35 * day));
+    b.restore(&changes, 0, 0).unwrap();
+    assert!(b.listing("l-old").unwrap().is_some());
+    // 35 days on, A's listing is past the 30-day retention.
+    b.compact().unwrap();
+    assert!(
+        b.listing("l-old").unwrap().is_none(),
+        "restored state compacted"
+    );
+    assert!(b.listing("l-new").unwrap().is_some());
+    // And what B judged itself stays bounded by its own events after a
+    // reopen (the bound is persisted): nothing recent is dropped.
+    drop(b);
+    let b = Store::open(dir_b.path()).unwrap();
+    b.compact().unwrap();
+    assert!(b.listing("l-new").unwrap().is_some());
+}
