@@ -88,6 +88,21 @@ fn listing(i: usize, e: &Ev, first_at: i64) -> Listing {
     }
 }
 
+/// A plain phone listing of `seller` at minute `at`.
+fn phone_ad(seller: &str, listing: Option<&str>, at: i64) -> Ev {
+    Ev {
+        seller: seller.into(),
+        listing: listing.map(str::to_owned),
+        event: None,
+        title: "아이폰 14".into(),
+        body: "직거래 원해요".into(),
+        price: 500000,
+        at,
+        category: None,
+        joined: None,
+    }
+}
+
 #[test]
 fn event_sequences_give_the_expected_snapshots() {
     #[derive(Deserialize)]
@@ -228,17 +243,7 @@ fn a_record_does_not_reuse_reads_made_stale_by_a_commit_in_between() {
     let engine = engine();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let ev = |at: i64| Ev {
-        seller: "s".into(),
-        listing: None,
-        event: None,
-        title: "아이폰 14".into(),
-        body: "직거래 원해요".into(),
-        price: 500000,
-        at,
-        category: None,
-        joined: None,
-    };
+    let ev = |at: i64| phone_ad("s", None, at);
     let first = listing(0, &ev(0), 0);
     let a = engine.analyze(&first);
     let v = engine.decide(&first, &a, &store.snapshot(&first, &a).unwrap());
@@ -592,17 +597,7 @@ fn daily_compaction_drops_what_left_the_retention_and_keeps_the_rest() {
 #[test]
 fn state_restored_from_a_changelog_is_compacted_like_our_own() {
     let engine = engine();
-    let ev = |seller: &str, listing: &str, at: i64| Ev {
-        seller: seller.into(),
-        listing: Some(listing.into()),
-        event: None,
-        title: "아이폰 14".into(),
-        body: "직거래 원해요".into(),
-        price: 500000,
-        at,
-        category: None,
-        joined: None,
-    };
+    let ev = |seller: &str, listing: &str, at: i64| phone_ad(seller, Some(listing), at);
     let judge = |store: &Store, i: usize, e: &Ev| {
         let l = listing(i, e, 0);
         let a = engine.analyze(&l);

@@ -511,26 +511,40 @@ impl<'a> Worker<'a> {
                 None => Duration::from_millis(100),
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
-            let got = match self.consumer.poll(timeout) {
-                Some(Ok(m)) => {
-                    batch.push(m.detach());
-                    deadline.get_or_insert_with(|| Instant::now() + wait);
-                    true
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    false
-                }
-                None => false,
-            };
-            let gone = self.on_rebalance()?;
-            drop_revoked(&mut batch, &gone);
+            let (got, _) = self.poll_into(timeout, &mut batch)?;
+            if got {
+                deadline.get_or_insert_with(|| Instant::now() + wait);
+            }
             let full = batch.len() >= max;
             let due = deadline.is_some_and(|d| Instant::now() >= d);
             if full || due || (!got && batch.is_empty()) || self.health.stopping() {
                 return Ok(batch);
             }
         }
+    }
+
+    /// One poll: a message joins `batch`; the rebalances it ran are handled
+    /// and the revoked partitions' messages leave `batch`. Returns whether a
+    /// message came, and the partitions revoked.
+    fn poll_into(
+        &mut self,
+        timeout: Duration,
+        batch: &mut Vec<OwnedMessage>,
+    ) -> Result<(bool, BTreeSet<(String, i32)>), WorkerError> {
+        let got = match self.consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                batch.push(m.detach());
+                true
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                false
+            }
+            None => false,
+        };
+        let gone = self.on_rebalance()?;
+        drop_revoked(batch, &gone);
+        Ok((got, gone))
     }
 
     /// A batch of messages already fetched, without waiting (at most
@@ -540,19 +554,7 @@ impl<'a> Worker<'a> {
         let max = self.cfg.batch.max_events;
         let mut batch: Vec<OwnedMessage> = Vec::new();
         while batch.len() < max {
-            let got = match self.consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => {
-                    batch.push(m.detach());
-                    true
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    false
-                }
-                None => false,
-            };
-            let gone = self.on_rebalance()?;
-            drop_revoked(&mut batch, &gone);
+            let (got, gone) = self.poll_into(Duration::ZERO, &mut batch)?;
             judging.revoked.extend(gone);
             if !got {
                 break;
