@@ -28,7 +28,13 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
             tmp.path().to_owned()
         }
     };
-    let store = Store::open(&data_dir)?;
+    let store = Store::open_with(
+        &data_dir,
+        haechi_store::HistoryConfig {
+            cache_mb: a.cache_mb,
+            ..Default::default()
+        },
+    )?;
     store.track_keys()?;
     let cfg = ReplayConfig {
         dead_letter: a

@@ -128,6 +128,10 @@ pub struct HistoryConfig {
     /// retention. (Daily, a replay of a month spent most of its time
     /// compacting: 400k events, 2 workers, 18.2k → 11.8k events/s.)
     pub compact_every_days: i64,
+    /// sled's page cache, in MB: memory for speed. On the 400k day set
+    /// (2 workers, BENCHMARKS.md): 128 → 64 MB took peak RSS down by 45–65
+    /// MB (442 → 397, 447 → 381) and throughput down 15–20%.
+    pub cache_mb: u64,
 }
 
 impl Default for HistoryConfig {
@@ -137,6 +141,7 @@ impl Default for HistoryConfig {
             duplicate_window_days: 14,
             ident_window_days: 30,
             compact_every_days: 7,
+            cache_mb: 128,
         }
     }
 }
@@ -251,7 +256,7 @@ impl Store {
     pub fn open_with(path: &Path, config: HistoryConfig) -> Result<Store> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(128 << 20)
+            .cache_capacity(config.cache_mb.max(1) << 20)
             .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Open {

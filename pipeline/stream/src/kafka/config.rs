@@ -128,6 +128,8 @@ pub struct StoreConfig {
     pub ident_window_days: i64,
     /// Compaction runs every this many days of event time.
     pub compact_every_days: i64,
+    /// sled's page cache in MB (memory for speed).
+    pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -139,6 +141,7 @@ impl Default for StoreConfig {
             duplicate_window_days: h.duplicate_window_days,
             ident_window_days: h.ident_window_days,
             compact_every_days: h.compact_every_days,
+            cache_mb: h.cache_mb,
         }
     }
 }
@@ -151,6 +154,7 @@ impl StoreConfig {
             duplicate_window_days: self.duplicate_window_days,
             ident_window_days: self.ident_window_days,
             compact_every_days: self.compact_every_days,
+            cache_mb: self.cache_mb,
         }
     }
 }
@@ -334,6 +338,9 @@ impl RunConfig {
             return Err("kafka.brokers is empty".into());
         }
         let s = &self.store;
+        if s.cache_mb == 0 {
+            return Err("store.cache_mb must be at least 1".into());
+        }
         for (name, days) in [
             ("retention_days", s.retention_days),
             ("duplicate_window_days", s.duplicate_window_days),
@@ -420,11 +427,13 @@ mod tests {
                 ("HAECHI_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "50"),
                 ("HAECHI_LOG", "debug"),
                 ("HAECHI_STORE__RETENTION_DAYS", "45"),
+                ("HAECHI_STORE__CACHE_MB", "64"),
                 ("PATH", "/bin"),
             ]),
         )
         .unwrap();
         assert_eq!(cfg.store.history().retention_days, 45);
+        assert_eq!(cfg.store.history().cache_mb, 64);
         assert_eq!(cfg.store.history().duplicate_window_days, 14, "the default");
         assert_eq!(cfg.kafka.brokers, "b:2");
         assert_eq!(cfg.batch.max_events, 20);
@@ -447,5 +456,7 @@ mod tests {
         let e = RunConfig::from_parts("[store]\nduplicate_window_days = 0\n", "t.toml", [])
             .unwrap_err();
         assert!(e.to_string().contains("store.duplicate_window_days"), "{e}");
+        let e = RunConfig::from_parts("[store]\ncache_mb = 0\n", "t.toml", []).unwrap_err();
+        assert!(e.to_string().contains("store.cache_mb"), "{e}");
     }
 }
