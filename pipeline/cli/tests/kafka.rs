@@ -455,6 +455,52 @@ fn kill_nine_mid_stream_loses_nothing_and_duplicates_nothing() {
     check_store(&data, &want, &flagged);
 }
 
+/// SIGTERM while events stream in: the loop stops fetching, judges what it
+/// fetched (including the batch analyzed ahead), waits for every batch on
+/// its way out, commits and exits 0; the restart goes on from there, so no
+/// event is judged twice.
+#[test]
+fn sigterm_mid_stream_drains_and_commits_so_nothing_is_judged_twice() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = lines("fixtures/test.jsonl", 3_000);
+    let want = expected(&inputs);
+    let data = dir.path().join("store");
+    let small = [("HAECHI_BATCH__MAX_EVENTS", "50")];
+    let p = start_pipeline(&broker, &data, "a", &small);
+    p.wait_ready();
+    let producer = produce_in_background(&broker, inputs.clone(), 600.0);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(p.terminate(), 0, "drained within the shutdown timeout");
+    let first = tools::read_topic(
+        &broker.addr(),
+        "listing-verdicts",
+        None,
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .len();
+    assert!(
+        first > 0 && first < want.events.len() / 2,
+        "stopped mid-stream: {first} verdicts before the stop"
+    );
+    producer.join().unwrap();
+    let p = start_pipeline(&broker, &data, "a", &small);
+    let by_event = verdicts(&broker, &want);
+    assert_eq!(p.terminate(), 0);
+    let flagged = check_verdicts(&by_event, &want);
+    let twice: Vec<_> = by_event
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(e, _)| e)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "judged again after a clean stop: {twice:?}"
+    );
+    check_store(&data, &want, &flagged);
+}
+
 #[test]
 fn a_frozen_broker_delays_but_loses_nothing() {
     let broker = Broker::start();
