@@ -31,10 +31,10 @@ pub struct Analysis {
     /// The classifier's text features (empty when no model is loaded and
     /// features were not asked for).
     pub text_features: Features,
-    /// The model's [`Model::text_part`] of `text_features`, with the
-    /// version of the model that computed it (a model reloaded between
-    /// analysis and decision computes its own).
-    pub text_score: Option<(String, f64)>,
+    /// The model's [`Model::text_part`] of `text_features`, with the id of
+    /// the model that computed it (a model reloaded between analysis and
+    /// decision computes its own).
+    pub text_score: Option<(u64, f64)>,
 }
 
 /// What the rule stage saw and found.
@@ -204,7 +204,7 @@ impl Engine {
         let text_score = self
             .model
             .as_ref()
-            .map(|m| (m.version.clone(), m.text_part(&text_features)));
+            .map(|m| (m.id, m.text_part(&text_features)));
         Analysis {
             text_score,
             hits,
@@ -241,7 +241,7 @@ impl Engine {
         let model = self.model.as_ref()?;
         let dense = dense_features(listing, &a.facts, snap);
         let logit = match &a.text_score {
-            Some((version, part)) if *version == model.version => model.with_dense(*part, &dense),
+            Some((id, part)) if *id == model.id => model.with_dense(*part, &dense),
             _ => model.logit(&a.text_features, &dense),
         };
         let p = sigmoid(logit);

@@ -62,6 +62,9 @@ pub struct Model {
     pub kind: String,
     /// `m-NAME-HASH`: what the verdict's `versions.model` says.
     pub version: String,
+    /// The first 8 bytes of the file's hash: which model computed a
+    /// precomputed score (`Analysis::text_score`), without a string.
+    pub id: u64,
     pub bias: f64,
     pub threshold: f64,
     pub base_rate: f64,
@@ -143,9 +146,13 @@ impl Model {
             });
         }
         let table = WeightTable::new(&file.weights);
-        let hash = blake3::hash(text.as_bytes()).to_hex();
+        let digest = blake3::hash(text.as_bytes());
+        let hash = digest.to_hex();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest.as_bytes()[..8]);
         Ok(Model {
             version: format!("m-{}-{}", file.name, &hash[..8]),
+            id: u64::from_le_bytes(id),
             name: file.name,
             kind: file.kind,
             bias: file.bias,

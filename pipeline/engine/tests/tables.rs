@@ -182,3 +182,54 @@ fn extractors_canonicalize() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The model's text half is scored with the analysis (off the history
+/// thread); the decision adds the dense half. Same sums in the same order:
+/// the same bits, and the same verdicts as scoring it all at decision time —
+/// and a score from another model is not used.
+#[test]
+fn the_text_score_computed_with_the_analysis_changes_no_verdict() {
+    use haechi_engine::model::Model;
+    use std::sync::Arc;
+    let model_json =
+        std::fs::read_to_string(root().join("../../models/default/model.json")).unwrap();
+    let model = Arc::new(Model::from_json(&model_json).unwrap());
+    let engine = real_engine().with_model(Some(Arc::clone(&model)));
+    let text = std::fs::read_to_string(root().join("../../fixtures/handpicked.jsonl")).unwrap();
+    let mut checked = 0;
+    for line in text.lines() {
+        let Ok(l) = haechi_engine::decode_listing(line.as_bytes(), &Default::default()) else {
+            continue;
+        };
+        let snap = haechi_engine::SellerSnapshot::default();
+        let a = engine.analyze(&l);
+        let (id, part) = a.text_score.expect("scored with the analysis");
+        assert_eq!(id, model.id);
+        let (text_f, dense) = engine.model_input(&l, &a, &snap);
+        assert_eq!(
+            model.with_dense(part, &dense).to_bits(),
+            model.logit(&text_f, &dense).to_bits(),
+            "{}",
+            l.event_id
+        );
+        let late = haechi_engine::Analysis {
+            text_score: None,
+            ..a.clone()
+        };
+        let other = haechi_engine::Analysis {
+            text_score: Some((model.id ^ 1, part + 5.0)),
+            ..a.clone()
+        };
+        let want = serde_json::to_string(&engine.decide(&l, &late, &snap)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&engine.decide(&l, &a, &snap)).unwrap(),
+            want
+        );
+        assert_eq!(
+            serde_json::to_string(&engine.decide(&l, &other, &snap)).unwrap(),
+            want
+        );
+        checked += 1;
+    }
+    assert!(checked >= 200, "{checked}");
+}
