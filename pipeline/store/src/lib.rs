@@ -524,11 +524,10 @@ impl Store {
         listing: &Listing,
         analysis: &Analysis,
         verdict: &Verdict,
-        reads: EventReads,
+        mut reads: EventReads,
     ) -> Result<()> {
         let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
-        let mut reads = reads;
         if reads.commits != Some(tx.commits()) {
             reads = EventReads::default();
         }

@@ -543,7 +543,7 @@ impl<'a> Worker<'a> {
             None => false,
         };
         let gone = self.on_rebalance()?;
-        drop_revoked(batch, &gone);
+        drop_revoked(batch, &gone, |m| m);
         Ok((got, gone))
     }
 
@@ -1072,40 +1072,35 @@ impl Batch {
                 Err(panic) => std::panic::resume_unwind(panic),
             },
         };
-        let mut messages =
-            Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
-        let mut analyzed = match done {
+        let messages = Arc::try_unwrap(self.messages).unwrap_or_else(|shared| (*shared).clone());
+        let analyzed: Analyses = match done {
             Some(a) if Arc::ptr_eq(&self.engine, engine) => a,
             _ => messages
                 .iter()
                 .map(|m| (m.topic() == listings).then(|| analyze(engine, m, limits)))
                 .collect(),
         };
-        if !self.revoked.is_empty() {
-            let keep: Vec<bool> = messages
-                .iter()
-                .map(|m| {
-                    !self
-                        .revoked
-                        .contains(&(m.topic().to_owned(), m.partition()))
-                })
-                .collect();
-            let mut k = keep.iter();
-            analyzed.retain(|_| *k.next().unwrap_or(&true));
-            let mut k = keep.iter();
-            messages.retain(|_| *k.next().unwrap_or(&true));
-        }
+        let mut both: Vec<_> = messages.into_iter().zip(analyzed).collect();
+        drop_revoked(&mut both, &self.revoked, |(m, _)| m);
+        let (messages, analyzed) = both.into_iter().unzip();
         (messages, analyzed)
     }
 }
 
 /// Drops the messages of revoked partitions from a batch not yet judged.
-fn drop_revoked(batch: &mut Vec<OwnedMessage>, gone: &BTreeSet<(String, i32)>) {
+fn drop_revoked<T>(
+    batch: &mut Vec<T>,
+    gone: &BTreeSet<(String, i32)>,
+    message: impl Fn(&T) -> &OwnedMessage,
+) {
     if gone.is_empty() {
         return;
     }
     let before = batch.len();
-    batch.retain(|m| !gone.contains(&(m.topic().to_owned(), m.partition())));
+    batch.retain(|item| {
+        let m = message(item);
+        !gone.contains(&(m.topic().to_owned(), m.partition()))
+    });
     if batch.len() < before {
         tracing::info!(
             dropped = before - batch.len(),
