@@ -397,6 +397,18 @@ fn one_verdict_per_valid_event_and_dead_letters_with_their_bytes() {
     let (code, metrics) = p.get("/metrics").unwrap();
     assert_eq!(code, 200);
     assert_eq!(verdicts_total(&metrics), want.events.len(), "{metrics}");
+    // Every valid listing's age at judging and at its verdict's delivery.
+    for at in ["judged", "delivered"] {
+        let count = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "haechi_event_to_verdict_seconds_count{{at=\"{at}\"}} "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no event age at {at}:\n{metrics}"));
+        assert_eq!(count.parse::<usize>().unwrap(), want.events.len(), "{at}");
+    }
     for name in [
         "haechi_dead_letters_total{code=",
         "haechi_stage_seconds_bucket{stage=\"analyze\"",

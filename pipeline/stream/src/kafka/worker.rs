@@ -722,6 +722,8 @@ impl<'a> Worker<'a> {
         let mut other: Vec<KeyValue> = self.store.take_changes().other;
         let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len() * 2);
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut produced_at: Vec<i64> = Vec::with_capacity(batch.len());
+        let judged = histogram!(obs::EVENT_AGE, "at" => "judged");
         // Each partition's changes, whole events per message.
         let mut changelog: BTreeMap<i32, PendingChanges> = BTreeMap::new();
         // Decoding and analysis (pure) ran on other threads; everything
@@ -730,6 +732,10 @@ impl<'a> Worker<'a> {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset());
             self.meters.event_in(m.topic());
             if let Some(analyzed) = analyzed {
+                if let (Ok(_), Some(at)) = (&analyzed, m.timestamp().to_millis()) {
+                    produced_at.push(at);
+                    judged.record(age_seconds(at));
+                }
                 self.listing(m, analyzed, &proc, &mut out)?;
             } else if m.topic() == k.decisions_topic {
                 self.decision(m, &mut out)?;
@@ -773,6 +779,7 @@ impl<'a> Worker<'a> {
             started,
             outputs,
             offsets,
+            produced_at,
         })
     }
 
@@ -1001,6 +1008,8 @@ struct Outbound {
     started: Instant,
     outputs: Vec<Outgoing>,
     offsets: BTreeMap<(String, i32), i64>,
+    /// The Kafka timestamps (ms) of the batch's listings.
+    produced_at: Vec<i64>,
 }
 
 impl Outbound {
@@ -1029,8 +1038,21 @@ impl Outbound {
         store.flush_sealed()?;
         histogram!(obs::STAGE, "stage" => "flush").record(started.elapsed().as_secs_f64());
         courier.await_delivery(inflight, started, "deliver")?;
+        let delivered = histogram!(obs::EVENT_AGE, "at" => "delivered");
+        for at in self.produced_at {
+            delivered.record(age_seconds(at));
+        }
         Ok(self.offsets)
     }
+}
+
+/// Seconds since `at` (ms since the epoch, a Kafka timestamp); never
+/// negative (the producer's clock may be ahead of ours).
+fn age_seconds(at: i64) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    now.saturating_sub(at).max(0) as f64 / 1000.0
 }
 
 /// What analysis made of a batch's messages: `None` for other topics.
