@@ -50,7 +50,11 @@ pub struct ReplayConfig {
 }
 
 /// Lines per unit of work handed from the analysis threads to the writer.
-const CHUNK: usize = 1024;
+/// With [`CHUNKS_AHEAD`], bounds the analyses in memory (~2 KB each): 4 ×
+/// 1,024 held ~26 MB more peak RSS on the 400k day set at the same speed.
+const CHUNK: usize = 256;
+/// Chunks analyzed ahead of the writer, at most (plus one being filled).
+const CHUNKS_AHEAD: usize = 2;
 
 /// A line after decoding and analysis.
 enum Item {
@@ -192,7 +196,7 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
     } else {
         let analyzers = cfg.workers - 1;
         std::thread::scope(|scope| -> Result<(), ReplayError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Item>>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Item>>>(CHUNKS_AHEAD);
             let analyze = &analyze;
             scope.spawn(move || loop {
                 let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
