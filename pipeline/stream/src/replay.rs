@@ -196,7 +196,8 @@ pub fn replay(proc: &Processor, cfg: &ReplayConfig) -> Result<ReplaySummary, Rep
     } else {
         let analyzers = cfg.workers - 1;
         std::thread::scope(|scope| -> Result<(), ReplayError> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<Item>>>(CHUNKS_AHEAD);
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<std::io::Result<Vec<Item>>>(CHUNKS_AHEAD);
             let analyze = &analyze;
             scope.spawn(move || loop {
                 let mut lines: Vec<(u64, Vec<u8>)> = Vec::with_capacity(CHUNK);

@@ -48,8 +48,8 @@ pub const PARTITIONS: &str = "haechi_assigned_partitions";
 pub fn install() -> Result<PrometheusHandle, String> {
     // Fine between 1 and 50 ms, where the latency target lies.
     const SECONDS: &[f64] = &[
-        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1,
-        0.5, 1.0, 5.0,
+        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05,
+        0.075, 0.1, 0.25, 0.5, 1.0, 5.0,
     ];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(STAGE.into()), SECONDS)
