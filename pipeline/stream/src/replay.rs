@@ -51,7 +51,7 @@ pub struct ReplayConfig {
 
 /// Lines per unit of work handed from the analysis threads to the writer.
 /// With [`CHUNKS_AHEAD`], bounds the analyses in memory (~2 KB each): 4 ×
-/// 1,024 held ~26 MB more peak RSS on the 400k day set at the same speed.
+/// 1,024 held 10–25 MB more peak RSS on the 400k day set at the same speed.
 const CHUNK: usize = 256;
 /// Chunks analyzed ahead of the writer, at most (plus one being filled).
 const CHUNKS_AHEAD: usize = 2;
