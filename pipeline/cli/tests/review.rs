@@ -357,8 +357,10 @@ fn the_tui_shows_the_case_and_decides_with_one_key() {
         .unwrap()
         .to_owned();
     tmux(&["send-keys", "-t", &session, "r"]);
-    let after = wait_for("decided this session: 1");
-    assert!(after.contains(&format!("{id} remove")), "{after}");
+    // Wait for the whole frame's news, not its first line: tmux can be
+    // captured while the terminal is still being redrawn.
+    let after = wait_for(&format!("{id} remove"));
+    assert!(after.contains("decided this session: 1"), "{after}");
     tmux(&["send-keys", "-t", &session, "q"]);
     let start = Instant::now();
     while tmux(&["has-session", "-t", &session]).status.success() {
