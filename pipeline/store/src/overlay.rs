@@ -120,14 +120,17 @@ impl Present {
     }
 
     fn may_contain(&self, key: &[u8]) -> bool {
-        let h = Self::hash(key);
+        self.may_contain_hash(Self::hash(key))
+    }
+
+    fn may_contain_hash(&self, h: u64) -> bool {
         // The largest (newest) first: it holds the most keys.
         self.filters.iter().rev().any(|f| f.contains_hash(h))
     }
 
     fn insert(&mut self, key: &[u8]) {
         let h = Self::hash(key);
-        if self.filters.iter().rev().any(|f| f.contains_hash(h)) {
+        if self.may_contain_hash(h) {
             return;
         }
         if self.in_last >= self.capacity {

@@ -1102,6 +1102,9 @@ impl Batch {
                 .map(|m| (m.topic() == listings).then(|| analyze(engine, m, limits)))
                 .collect(),
         };
+        if self.revoked.is_empty() {
+            return (messages, analyzed);
+        }
         let mut both: Vec<_> = messages.into_iter().zip(analyzed).collect();
         drop_revoked(&mut both, &self.revoked, |(m, _)| m);
         let (messages, analyzed) = both.into_iter().unzip();
