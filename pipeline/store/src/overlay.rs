@@ -188,6 +188,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
+        // Every key written with a value, pending or in sled, is in the
+        // filter: a key it has never seen (a new listing, a new text band)
+        // is nowhere, and one hash answers it instead of a probe per layer.
+        if self.present.as_ref().is_some_and(|p| !p.may_contain(key)) {
+            return Ok(None);
+        }
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -199,9 +205,6 @@ impl Inner {
         }
         if let Some(v) = self.cache.get(key) {
             return Ok(v.clone());
-        }
-        if self.present.as_ref().is_some_and(|p| !p.may_contain(key)) {
-            return Ok(None);
         }
         let v = db.get(key)?;
         if self.cache.len() >= CACHE_CAP {
