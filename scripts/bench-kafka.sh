@@ -44,6 +44,6 @@ metrics >"$WORK/before.metrics"
 $HAECHI kafka bench latency --brokers $B --input fixtures/test.jsonl --rate "$RATE" --events "$LAT_EVENTS" "$@"
 metrics >"$WORK/after.metrics"
 python3 scripts/histogram-quantiles.py "$WORK/before.metrics" "$WORK/after.metrics" \
-  haechi_event_to_verdict_seconds 'haechi_stage_seconds{stage="changelog"' 'haechi_stage_seconds{stage="deliver"' 'haechi_stage_seconds{stage="flush"'
+  haechi_event_to_verdict_seconds haechi_batch_events 'haechi_stage_seconds{stage="changelog"' 'haechi_stage_seconds{stage="deliver"' 'haechi_stage_seconds{stage="flush"'
 kill -TERM $RUN; wait $RUN; RUN=""
 echo "peak RSS of haechi run: see $WORK/run.log (drained cleanly)"

@@ -6,7 +6,8 @@ usage: histogram-quantiles.py BEFORE AFTER PREFIX...
 For every histogram series whose name{labels starts with one of the
 PREFIXes, prints the observations made between the two scrapes and the
 bucket bound at or above p50, p90, p99 and p99.9 (a histogram only knows
-its buckets: "<= 0.02" means somewhere in the bucket ending at 20 ms).
+its buckets: "<= 20 ms" means somewhere in the bucket ending at 20 ms).
+Series named *_seconds are shown in ms, others (batch sizes) as they are.
 """
 import re
 import sys
@@ -45,7 +46,12 @@ def main():
         cells = []
         for q in (0.5, 0.9, 0.99, 0.999):
             bound = next(b for b, c in zip(bounds, counts) if c >= q * total)
-            cells.append("+Inf" if bound == float("inf") else f"{bound * 1000:g} ms")
+            if bound == float("inf"):
+                cells.append("+Inf")
+            elif name.endswith("_seconds"):
+                cells.append(f"{bound * 1000:g} ms")
+            else:
+                cells.append(f"{bound:g}")
         print(f"{shown:<58} {int(total):>7} " + " ".join(f"{c:>8}" for c in cells))
 
 

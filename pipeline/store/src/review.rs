@@ -647,3 +647,28 @@ impl crate::Store {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A moderator can name every fraud kind a rule can (else a decision on
+    /// a new kind is exported for training as "moderator_confirmed"), and
+    /// every reason code that is not a kind is one of the few known others.
+    #[test]
+    fn reason_codes_keep_in_step_with_the_rules_fraud_kinds() {
+        let kinds = haechi_engine::rules::KINDS;
+        for kind in kinds.iter().filter(|k| **k != "legit_signal") {
+            assert!(
+                REASON_CODES.contains(kind),
+                "fraud kind {kind} is not a review reason code"
+            );
+        }
+        for code in REASON_CODES.iter().filter(|c| !kinds.contains(c)) {
+            assert!(
+                ["spam", "legit", "false_positive", "other"].contains(code),
+                "reason code {code} is neither a fraud kind nor a known other"
+            );
+        }
+    }
+}
