@@ -167,7 +167,11 @@ pub struct BatchConfig {
     /// throughput from ~20k to ~25k events/s (BENCHMARKS.md); a steady
     /// trickle makes small batches whatever this is (`max_wait_ms`).
     pub max_events: usize,
-    /// Longest wait for a batch to fill once it has one event.
+    /// Longest wait for more events once a batch has one and the fetched
+    /// ones are taken. 0 (the default): a batch is what was fetched — the
+    /// local broker answers fetches every `fetch.wait.max.ms` anyway, and
+    /// waiting 2 ms more delayed every verdict (BENCHMARKS.md, Kafka); under
+    /// a backlog batches fill to `max_events` either way.
     pub max_wait_ms: u64,
     /// Threads that decode and analyze a batch's listings (pure work, in
     /// parallel; history and decisions stay in partition order on the loop's
@@ -179,7 +183,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_events: 4_000,
-            max_wait_ms: 2,
+            max_wait_ms: 0,
             analysis_threads: 0,
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! One round, with the next round overlapping it where that is safe:
 //!
-//! 1. **collect** up to `batch.max_events` messages (or what arrives within
-//!    `batch.max_wait_ms`); rebalance callbacks fire inside `poll`: a revoked
+//! 1. **collect** up to `batch.max_events` messages: what is fetched, and
+//!    what arrives within `batch.max_wait_ms` once that is taken; rebalance callbacks fire inside `poll`: a revoked
 //!    partition's collected-but-unjudged messages are dropped (they were
 //!    never stored for commit, so the new owner gets them), an assigned
 //!    partition's seller state is restored from the changelog before any of
@@ -500,7 +500,9 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Step 1: a batch of messages, rebalances handled.
+    /// Step 1: a batch of messages, rebalances handled: waits for the first
+    /// one, takes every message already fetched, and waits for more until
+    /// `batch.max_wait_ms` after the first (0: no wait).
     fn collect(&mut self) -> Result<Vec<OwnedMessage>, WorkerError> {
         let max = self.cfg.batch.max_events;
         let wait = Duration::from_millis(self.cfg.batch.max_wait_ms);
@@ -516,7 +518,10 @@ impl<'a> Worker<'a> {
                 deadline.get_or_insert_with(|| Instant::now() + wait);
             }
             let full = batch.len() >= max;
-            let due = deadline.is_some_and(|d| Instant::now() >= d);
+            // Past the deadline, messages already fetched are still taken
+            // (a poll with no time left answers from the local queue): a
+            // batch ends when that queue is empty, not in the middle of it.
+            let due = !got && deadline.is_some_and(|d| Instant::now() >= d);
             if full || due || (!got && batch.is_empty()) || self.health.stopping() {
                 return Ok(batch);
             }
