@@ -4,9 +4,10 @@
 //! One round, with the next round overlapping it where that is safe:
 //!
 //! 1. **collect** up to `batch.max_events` messages: what is fetched, and
-//!    what arrives within `batch.max_wait_ms` once that is taken; rebalance callbacks fire inside `poll`: a revoked
-//!    partition's collected-but-unjudged messages are dropped (they were
-//!    never stored for commit, so the new owner gets them), an assigned
+//!    what arrives within `batch.max_wait_ms` once that is taken; rebalance
+//!    callbacks fire inside `poll`: a revoked partition's collected-but-
+//!    unjudged messages are dropped (they were never stored for commit, so
+//!    the new owner gets them), an assigned
 //!    partition's seller state is restored from the changelog before any of
 //!    its events is judged; a revoke also waits until everything produced
 //!    (a changelog still on its way) is delivered. Then whatever else is
