@@ -7,9 +7,8 @@
 //!    what arrives within `batch.max_wait_ms` once that is taken; rebalance
 //!    callbacks fire inside `poll`: a revoked partition's collected-but-
 //!    unjudged messages are dropped (they were never stored for commit, so
-//!    the new owner gets them), an assigned
-//!    partition's seller state is restored from the changelog before any of
-//!    its events is judged; a revoke also waits until everything produced
+//!    the new owner gets them), an assigned partition's seller state is
+//!    restored from the changelog before any of its events is judged; a revoke also waits until everything produced
 //!    (a changelog still on its way) is delivered. Then whatever else is
 //!    already fetched becomes the next batch, decoded and analyzed on
 //!    `batch.analysis_threads` other threads (pure work) while this one is
