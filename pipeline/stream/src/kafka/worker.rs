@@ -6,13 +6,13 @@
 //! 1. **collect** up to `batch.max_events` messages: what is fetched, and
 //!    what arrives within `batch.max_wait_ms` once that is taken; rebalance
 //!    callbacks fire inside `poll`: a revoked partition's collected-but-
-//!    unjudged messages are dropped (they were never stored for commit, so
-//!    the new owner gets them), an assigned partition's seller state is
-//!    restored from the changelog before any of its events is judged; a revoke also waits until everything produced
-//!    (a changelog still on its way) is delivered. Then whatever else is
-//!    already fetched becomes the next batch, decoded and analyzed on
-//!    `batch.analysis_threads` other threads (pure work) while this one is
-//!    judged;
+//!    unjudged messages are dropped (they were never stored for commit, so the
+//!    new owner gets them), an assigned partition's seller state is restored
+//!    from the changelog before any of its events is judged; a revoke also
+//!    waits until everything produced (a changelog still on its way) is
+//!    delivered. Then whatever else is already fetched becomes the next batch,
+//!    decoded and analyzed on `batch.analysis_threads` other threads (pure
+//!    work) while this one is judged;
 //! 2. **judge**: every message in partition order: listings through the
 //!    same [`Processor`] as replay, decisions into history, bad bytes to the
 //!    dead-letter topic; the store's change capture is taken after each
