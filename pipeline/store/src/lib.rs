@@ -159,11 +159,7 @@ pub(crate) fn time(ms: i64) -> Option<DateTime<Utc>> {
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // postcard cannot fail on these plain structs; an empty value would
     // surface as Corrupt on read rather than be silently wrong.
-    // Sized first: postcard's own vector grows as it writes, reallocating
-    // a 500-byte band record seven times (7% of the history bench's samples
-    // were that growth).
-    let size = postcard::experimental::serialized_size(v).unwrap_or(0);
-    postcard::to_extend(v, Vec::with_capacity(size)).unwrap_or_default()
+    postcard::to_allocvec(v).unwrap_or_default()
 }
 
 fn ident_key(kind: IdentKind, value: &str) -> Vec<u8> {
