@@ -246,6 +246,30 @@ impl Drop for Store {
     }
 }
 
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock:
+/// sled releases the lock of a database this process just closed on a
+/// background thread, a moment after the last handle is dropped (reopening
+/// at once failed now and then on a loaded machine: "could not acquire
+/// lock … Resource temporarily unavailable"). Another process holding it
+/// still gets the error, after the wait.
+pub fn open_db(config: sled::Config) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// See [`open_db`].
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store {
     /// Opens (or creates) the store in a directory. sled allows one process
     /// per database; a second one gets a clear error.
@@ -254,18 +278,19 @@ impl Store {
     }
 
     pub fn open_with(path: &Path, config: HistoryConfig) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_mb.max(1) << 20)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: format!(
-                    "{} (is another haechi process using it? sled allows one process per store)",
-                    path.display()
-                ),
-                source,
-            })?;
+        let db = open_db(
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(config.cache_mb.max(1) << 20)
+                .flush_every_ms(None),
+        )
+        .map_err(|source| StoreError::Open {
+            path: format!(
+                "{} (is another haechi process using it? sled allows one process per store)",
+                path.display()
+            ),
+            source,
+        })?;
         let upgrade_from = check_format(&db, path)?;
         // A format-3 log holds format-3 records: applied before the upgrade.
         let overlay = Overlay::open(db.clone(), &path.join(WAL_DIR))?;

@@ -314,7 +314,7 @@ fn a_store_of_another_format_is_refused_with_a_clear_error() {
     drop(Store::open(dir.path()).unwrap());
     // A store written by another layout (here: stamped as format 1).
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = haechi_store::open_db(sled::Config::new().path(dir.path())).unwrap();
         db.insert(b"mformat", postcard::to_allocvec(&1u32).unwrap())
             .unwrap();
         db.flush().unwrap();
@@ -402,7 +402,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
     assert!(reference.duplicate_text_sellers >= 2 && reference.usual_price.is_some());
     // Rewritten by hand as format 3: verdicts as JSON text, samples as varints.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = haechi_store::open_db(sled::Config::new().path(dir.path())).unwrap();
         for item in db.iter() {
             let (k, v) = item.unwrap();
             let old = match k[0] {
@@ -477,7 +477,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
     );
     // Stamped: the next open does not upgrade again.
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = haechi_store::open_db(sled::Config::new().path(dir.path())).unwrap();
     let format: u32 = postcard::from_bytes(&db.get(b"mformat").unwrap().unwrap()).unwrap();
     assert_eq!(format, haechi_store::STORE_FORMAT);
 }

@@ -697,6 +697,13 @@ impl<'a> Worker<'a> {
             self.restorer.unassign()?;
         }
         self.store.set_changelog_checkpoint(partition, end)?;
+        // The flush below also makes durable the batch on its way out, whose
+        // changelog may still be in flight: that goes first. (A revoke before
+        // an assignment has flushed the producer already; this covers an
+        // assignment without one, e.g. a cooperative assignor.)
+        if let Err(e) = self.courier.producer.flush(self.courier.time_left()) {
+            return Err(err(format!("changelog in flight not delivered: {e}")));
+        }
         self.store.flush()?;
         counter!(obs::RESTORED).increment(applied);
         histogram!(obs::STAGE, "stage" => "restore").record(started.elapsed().as_secs_f64());
