@@ -632,3 +632,21 @@ fn state_restored_from_a_changelog_is_compacted_like_our_own() {
     b.compact().unwrap();
     assert!(b.listing("l-new").unwrap().is_some());
 }
+
+#[test]
+fn a_store_in_use_is_refused_with_a_clear_error_and_free_again_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    // sled's lock is per open file: a second open, here or in another
+    // process, waits for it a moment, then says why it cannot.
+    let Err(e) = Store::open(dir.path()) else {
+        panic!("a store already open was opened again");
+    };
+    assert!(e.to_string().contains("another haechi process"), "{e}");
+    // Closed, the store opens again at once (sled lets go of the lock on a
+    // background thread; `open_db` waits for it).
+    drop(first);
+    for _ in 0..20 {
+        drop(Store::open(dir.path()).unwrap());
+    }
+}

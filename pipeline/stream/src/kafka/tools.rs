@@ -10,7 +10,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
-/// A producer that waits for nothing (linger 0) unless asked.
+/// A producer for files and benchmarks: batches for at most 1 ms (`linger.ms`).
 pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
