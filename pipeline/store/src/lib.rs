@@ -272,7 +272,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     /// Opens (or creates) the store in a directory. sled allows one process
-    /// per database; a second one gets a clear error.
+    /// per database; a second one gets a clear error (after [`open_db`]'s
+    /// wait for the lock).
     pub fn open(path: &Path) -> Result<Store> {
         Store::open_with(path, HistoryConfig::default())
     }

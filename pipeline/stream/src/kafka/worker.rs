@@ -698,9 +698,11 @@ impl<'a> Worker<'a> {
         }
         self.store.set_changelog_checkpoint(partition, end)?;
         // The flush below also makes durable the batch on its way out, whose
-        // changelog may still be in flight: that goes first. (A revoke before
-        // an assignment has flushed the producer already; this covers an
-        // assignment without one, e.g. a cooperative assignor.)
+        // changelog may still be in flight: wait for it to be answered first
+        // (a failed delivery is produced again by the batch's way out, as
+        // at a revoke). A revoke before an assignment has flushed the
+        // producer already; this covers an assignment without one, e.g.
+        // under a cooperative assignor.
         if let Err(e) = self.courier.producer.flush(self.courier.time_left()) {
             return Err(err(format!("changelog in flight not delivered: {e}")));
         }
