@@ -84,6 +84,27 @@ pub enum Command {
     /// Kafka helpers for operators: produce a JSONL file, read a topic.
     #[command(subcommand)]
     Kafka(KafkaCommand),
+    /// Look into a store (`--data-dir` of replay, run or serve).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// What the store holds: records and bytes per keyspace (sellers,
+    /// listings, text bands, prices, review cases ...), its size on disk,
+    /// format and the event times it covers.
+    ///
+    /// Opens the store, so it cannot run beside the process that owns it
+    /// (`haechi run` or `serve`): stop it first, or look at a copy.
+    Stats {
+        /// The store's directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// One JSON object on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod replay;
 mod review;
 mod rules;
 mod run;
+mod store;
 mod train;
 mod tui;
 
@@ -37,6 +38,7 @@ fn main() {
         args::Command::Serve(a) => review::serve(a),
         args::Command::Run(_) => Ok(0),
         args::Command::Kafka(c) => run::kafka(c),
+        args::Command::Store(c) => store::run(c),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -288,3 +288,75 @@ fn two_workers_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
         "dead letters differ between 1, 2 and 3 workers"
     );
 }
+
+#[test]
+fn store_stats_count_what_a_replay_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    let out = dir.path().join("v.jsonl");
+    let o = haechi(&[
+        "replay",
+        "fixtures/handpicked.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = read_jsonl(&root().join("fixtures/handpicked.jsonl"));
+    let distinct = |field: &str| {
+        events
+            .iter()
+            .map(|e| e[field].as_str().unwrap().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64
+    };
+    let flagged = read_jsonl(&out)
+        .iter()
+        .filter(|v| v["action"] != "allow")
+        .map(|v| v["listing_id"].as_str().unwrap().to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    let stats = || {
+        let o = haechi(&["store", "stats", "--data-dir", data, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let s = stats();
+    let records = |prefix: &str| {
+        s["keyspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["prefix"] == prefix)
+            .map_or(0, |k| k["records"].as_u64().unwrap())
+    };
+    assert_eq!(records("s"), distinct("seller_id"), "{s}");
+    assert_eq!(records("l"), distinct("listing_id"), "{s}");
+    assert_eq!(
+        records("c"),
+        flagged,
+        "one review case per flagged listing: {s}"
+    );
+    assert_eq!(s["format"], haechi_store::STORE_FORMAT);
+    assert!(s["size_on_disk"].as_u64().unwrap() > 0);
+    assert!(s["last_event"].as_str().unwrap().starts_with("20"), "{s}");
+    // Reading changes nothing; the table says the same for people.
+    assert_eq!(stats(), s);
+    let o = haechi(&["store", "stats", "--data-dir", data]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    let sellers = table
+        .lines()
+        .find(|l| l.starts_with("sellers (s)"))
+        .unwrap();
+    assert!(
+        sellers
+            .split_whitespace()
+            .any(|w| w == records("s").to_string()),
+        "{table}"
+    );
+    let o = haechi(&["store", "stats", "--data-dir", "no/such/store"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no store at no/such/store"));
+}

@@ -916,16 +916,99 @@ impl Store {
 
     /// Number of records per keyspace (for reports and tests).
     pub fn counts(&self) -> Result<std::collections::BTreeMap<char, u64>> {
+        Ok(self
+            .stats(|_| ())?
+            .keyspaces
+            .into_iter()
+            .map(|k| (k.prefix, k.records))
+            .collect())
+    }
+
+    /// What the store holds, keyspace by keyspace (`haechi store stats`):
+    /// reads every record once, calling `progress` with the count every
+    /// 100,000. Waits for a running compaction and the applier first.
+    pub fn stats(&self, mut progress: impl FnMut(u64)) -> Result<StoreStats> {
         self.finish_compaction()?;
         self.overlay.settle()?;
-        let mut out = std::collections::BTreeMap::new();
+        let mut spaces: std::collections::BTreeMap<u8, KeyspaceStats> = Default::default();
+        let mut seen = 0u64;
         for item in self.db.iter() {
-            let (k, _) = item?;
-            if let Some(&p) = k.first() {
-                *out.entry(p as char).or_insert(0) += 1;
+            let (k, v) = item?;
+            let Some(&p) = k.first() else { continue };
+            let space = spaces.entry(p).or_insert_with(|| KeyspaceStats {
+                prefix: p as char,
+                name: keyspace_name(p),
+                ..Default::default()
+            });
+            space.records += 1;
+            space.bytes += (k.len() + v.len()) as u64;
+            space.largest = space.largest.max(v.len() as u64);
+            seen += 1;
+            if seen % 100_000 == 0 {
+                progress(seen);
             }
         }
-        Ok(out)
+        let meta = |key: &[u8]| -> Result<Option<String>> {
+            Ok(decode::<i64>(key, self.overlay.get(key)?)?
+                .filter(|&ms| ms != i64::MIN && ms != i64::MAX)
+                .and_then(time)
+                .map(|t| t.to_rfc3339()))
+        };
+        let compacted = decode::<i64>(COMPACTED_DAY, self.overlay.get(COMPACTED_DAY)?)?;
+        Ok(StoreStats {
+            format: STORE_FORMAT,
+            size_on_disk: self.size_on_disk()?,
+            first_event: meta(FIRST_EVENT)?,
+            last_event: meta(&keys::key(keys::META, "last_event_ms"))?,
+            compacted_day: compacted
+                .and_then(|d| time(d.saturating_mul(DAY_MS)))
+                .map(|t| t.date_naive().to_string()),
+            keyspaces: spaces.into_values().collect(),
+        })
+    }
+}
+
+/// What one keyspace of the store holds (see [`Store::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KeyspaceStats {
+    /// The key prefix.
+    pub prefix: char,
+    pub name: &'static str,
+    pub records: u64,
+    /// Keys and values, in bytes.
+    pub bytes: u64,
+    /// The largest value, in bytes.
+    pub largest: u64,
+}
+
+/// The store's contents in figures (see [`Store::stats`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreStats {
+    pub format: u32,
+    /// sled's files and the log not yet applied, in bytes.
+    pub size_on_disk: u64,
+    /// The earliest and latest event time recorded (RFC 3339), if known.
+    pub first_event: Option<String>,
+    pub last_event: Option<String>,
+    /// The day of event time the last compaction counted from.
+    pub compacted_day: Option<String>,
+    pub keyspaces: Vec<KeyspaceStats>,
+}
+
+/// The name of a keyspace, for reports.
+fn keyspace_name(prefix: u8) -> &'static str {
+    match prefix {
+        keys::SELLER => "sellers",
+        keys::LISTING => "listings (with their events' verdicts)",
+        keys::EVENT => "moderator decisions applied",
+        keys::IDENT => "identifier links",
+        keys::BAND => "near-duplicate text bands",
+        keys::PRICE => "usual prices",
+        keys::META => "meta",
+        keys::CASE => "review cases",
+        keys::AUDIT => "review audit log",
+        keys::QUEUE => "review queue",
+        _ => "other",
     }
 }
 
