@@ -159,6 +159,11 @@ pub enum KafkaCommand {
         /// latency: how many events of --input to produce.
         #[arg(long, default_value_t = 9_000)]
         events: usize,
+        /// latency: the topic whose messages (matched by event_id) end the
+        /// clock. `--read listings` measures the broker alone: produce to
+        /// read back, one hop (scripts/bench-broker-hop.sh).
+        #[arg(long, default_value = "listing-verdicts")]
+        read: String,
         #[arg(long)]
         json: bool,
     },

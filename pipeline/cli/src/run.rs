@@ -121,6 +121,7 @@ fn bench(c: KafkaCommand) -> anyhow::Result<i32> {
         input,
         rate,
         events,
+        read,
         json,
     } = c
     else {
@@ -142,7 +143,7 @@ fn bench(c: KafkaCommand) -> anyhow::Result<i32> {
             .take(events)
             .map(<[u8]>::to_vec)
             .collect();
-        tools::bench_latency(&brokers, "listings", "listing-verdicts", lines, rate)?
+        tools::bench_latency(&brokers, "listings", &read, lines, rate)?
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
