@@ -5,7 +5,7 @@ HAECHI := target/release/haechi
 FIXTURE ?= fixtures/handpicked.jsonl
 OUT ?= target/verdicts.jsonl
 
-.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train broker broker-up broker-down bench-kafka bench-pipeline
+.PHONY: all build run test fmt fmt-check lint rules-check unit clean fixtures fixtures-day fuzz bench eval train broker broker-up broker-down bench-kafka bench-broker-hop bench-pipeline
 
 all: build
 
@@ -42,6 +42,10 @@ bench-pipeline: build
 ## bench-kafka: end-to-end events/s and produce-to-verdict latency at 450 events/s through a local broker.
 bench-kafka: build
 	scripts/bench-kafka.sh
+
+## bench-broker-hop: the local broker alone (one produce-to-consume hop, rounds on a growing topic).
+bench-broker-hop: build
+	scripts/bench-broker-hop.sh
 
 fmt:
 	$(CARGO) fmt --all
