@@ -95,8 +95,10 @@ pub enum StoreCommand {
     /// listings, text bands, prices, review cases ...), its size on disk,
     /// format and the event times it covers.
     ///
-    /// Opens the store, so it cannot run beside the process that owns it
-    /// (`haechi run` or `serve`): stop it first, or look at a copy.
+    /// Opens the store like every command does (a log left by a crash is
+    /// applied, an older store format upgraded), so it cannot run beside
+    /// the process that owns it (`haechi run` or `serve`): stop it first,
+    /// or look at a copy.
     Stats {
         /// The store's directory.
         #[arg(long, value_name = "DIR")]
