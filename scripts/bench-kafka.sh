@@ -15,20 +15,12 @@ HAECHI=${HAECHI:-target/release/haechi}
 RATE=${RATE:-450}
 LAT_EVENTS=${LAT_EVENTS:-9000}
 BACKLOG=${BACKLOG:-fixtures/train.jsonl}
-scripts/broker.sh install >/dev/null
-TANSU=$(scripts/broker.sh path)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-B=127.0.0.1:$PORT
+source scripts/temp-broker.sh
 WORK=$(mktemp -d)
-"$TANSU" broker --listener-url tcp://$B --advertised-listener-url tcp://$B --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
-BROKER=$!
-RUN=""
-cleanup() { [ -n "$RUN" ] && kill "$RUN" 2>/dev/null; kill "$BROKER" 2>/dev/null; rm -rf "$WORK"; }
+RUN="" BROKER=""
+cleanup() { [ -n "$RUN" ] && kill "$RUN" 2>/dev/null; [ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-until "$TANSU" topic list --broker tcp://$B >/dev/null 2>&1; do sleep 0.1; done
-for t in listings listing-verdicts listings-dlq moderation-decisions haechi-changelog; do
-  "$TANSU" topic create --broker tcp://$B --partitions 4 $t >/dev/null
-done
+temp_broker "$WORK/broker.log" listings listing-verdicts listings-dlq moderation-decisions haechi-changelog
 N=$(grep -c . "$BACKLOG")
 echo "== backlog: $N events from $BACKLOG"
 $HAECHI kafka produce "$BACKLOG" --brokers $B
