@@ -71,6 +71,12 @@ pub enum StoreError {
 /// upgraded in place).
 pub const STORE_FORMAT: u32 = 4;
 
+/// The keyspaces [`Store::track_keys`] keeps in memory: the history's
+/// records every event reads (sellers, text bands, prices, identifiers).
+/// Listings (idempotency, edits), review cases and the rest stay in sled
+/// behind the read cache.
+const RESIDENT: &[u8] = &[keys::SELLER, keys::BAND, keys::PRICE, keys::IDENT];
+
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
 
@@ -324,14 +330,17 @@ impl Store {
         })
     }
 
-    /// For long runs (replay, `haechi run`, training): reads every key once
-    /// so that looking up a key the store never held (a new listing, seller,
-    /// text band) skips sled (see [`overlay`]). One-off commands leave it.
+    /// For long runs (replay, `haechi run`, training): reads every record
+    /// once, keeps the history's own records (sellers, text bands, prices,
+    /// identifiers) in memory from then on, and the other keys in a filter
+    /// so that looking up a key the store never held (a new listing) skips
+    /// sled (see [`overlay`]). One-off commands leave it.
     pub fn track_keys(&self) -> Result<()> {
         let started = std::time::Instant::now();
-        let keys = self.overlay.track_keys()?;
+        let (keys, resident) = self.overlay.track_keys(RESIDENT)?;
         tracing::info!(
             keys,
+            resident,
             seconds = started.elapsed().as_secs_f64(),
             "store keys indexed"
         );

@@ -73,8 +73,12 @@ struct Inner {
     /// The last epoch whose log file is written (durable).
     durable: u64,
     /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
-    /// read of a key it has never seen is answered without sled.
+    /// read of a key it has never seen is answered without sled. Keys of
+    /// resident keyspaces are left out (the resident map answers them).
     present: Option<Present>,
+    /// The keyspaces kept wholly in memory, once [`Overlay::track_keys`]
+    /// was called with some (see [`Resident`]).
+    resident: Option<Resident>,
     /// Transactions committed with writes: reads made while it stayed the
     /// same are still what the store holds.
     commits: u64,
@@ -149,6 +153,43 @@ impl Present {
     }
 }
 
+/// Keyspaces held wholly in memory while the overlay tracks keys: every
+/// key of them with its current value (committed writes included, pending
+/// or not), so a read never goes further. The history's own records —
+/// sellers, text bands, prices, identifiers — are read for every event
+/// and are small; random sellers among a million missed every cache and
+/// made sled's page lookups a third of a history cycle. Values are shared
+/// with the pending layers (an [`IVec`] clone is a reference count).
+#[derive(Debug)]
+struct Resident {
+    /// `prefixes[b]`: keys starting with byte `b` are resident.
+    prefixes: [bool; 256],
+    /// Keys as [`IVec`]s: up to 22 bytes (every resident key) they sit in
+    /// the table itself, so a lookup does not chase a pointer to compare.
+    map: HashMap<IVec, IVec, foldhash::fast::RandomState>,
+}
+
+impl Resident {
+    fn holds(&self, key: &[u8]) -> bool {
+        key.first().is_some_and(|&b| self.prefixes[b as usize])
+    }
+
+    fn set(&mut self, key: &[u8], value: &Option<IVec>) {
+        match value {
+            Some(v) => {
+                if let Some(slot) = self.map.get_mut(key) {
+                    *slot = v.clone();
+                } else {
+                    self.map.insert(IVec::from(key), v.clone());
+                }
+            }
+            None => {
+                self.map.remove(key);
+            }
+        }
+    }
+}
+
 /// A committed write, as change capture records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -188,6 +229,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
+        if let Some(r) = self.resident.as_ref().filter(|r| r.holds(key)) {
+            return Ok(r.map.get(key).cloned());
+        }
         // Every key written with a value, pending or in sled, is in the
         // filter: a key it has never seen (a new listing, a new text band)
         // is nowhere, and one hash answers it instead of a probe per layer.
@@ -214,12 +258,18 @@ impl Inner {
         Ok(v)
     }
 
-    /// Applied writes join the read cache.
+    /// Applied writes join the read cache (resident ones are already
+    /// where reads find them).
     fn applied(&mut self, writes: Map) {
         if self.cache.len() + writes.len() > CACHE_CAP {
             self.cache.clear();
         }
-        self.cache.extend(writes);
+        match &self.resident {
+            Some(r) => self
+                .cache
+                .extend(writes.into_iter().filter(|(k, _)| !r.holds(k))),
+            None => self.cache.extend(writes),
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -314,27 +364,49 @@ impl Overlay {
             .unwrap_or_default()
     }
 
-    /// Starts tracking which keys exist (see [`Present`]): reads every key
-    /// of sled once, so it is for long-running loops, not one-off commands.
-    /// Returns the number of keys found.
-    pub fn track_keys(&self) -> Result<usize> {
+    /// Starts tracking which keys exist (see [`Present`]) and holds the
+    /// keyspaces whose one-byte prefixes are in `resident` in memory (see
+    /// [`Resident`]): reads every record of sled once, so it is for
+    /// long-running loops, not one-off commands. Returns the number of keys
+    /// found and how many of them are resident.
+    pub fn track_keys(&self, resident: &[u8]) -> Result<(usize, usize)> {
         // Under the lock: a batch applied while sled is scanned is still in
         // `applying` (the applier leaves it only under this lock).
         let mut inner = self.inner();
         if inner.present.is_some() {
-            return Ok(0);
+            return Ok((0, 0));
+        }
+        let mut res = Resident {
+            prefixes: [false; 256],
+            map: HashMap::default(),
+        };
+        for &b in resident {
+            res.prefixes[b as usize] = true;
         }
         let mut present = Present::new();
         let mut n = 0;
-        for key in self.shared.db.iter().keys() {
-            present.insert(&key?);
+        for item in self.shared.db.iter() {
+            let (key, value) = item?;
             n += 1;
+            if res.holds(&key) {
+                res.map.insert(key, value);
+            } else {
+                present.insert(&key);
+            }
         }
-        for (k, _) in layers(&inner) {
-            present.insert(k);
+        for (k, v) in layers(&inner) {
+            if res.holds(k) {
+                res.set(k, v);
+            } else {
+                present.insert(k);
+            }
         }
+        // The read cache holds nothing resident from now on.
+        inner.cache.retain(|k, _| !res.holds(k));
+        let resident_keys = res.map.len();
         inner.present = Some(present);
-        Ok(n)
+        inner.resident = Some(res);
+        Ok((n, resident_keys))
     }
 
     /// Number of pending writes.
@@ -790,9 +862,15 @@ impl Tx<'_> {
                 thread,
             }));
         }
-        if let Some(present) = self.guard.present.as_mut() {
-            for (k, _) in writes.iter().filter(|(_, v)| v.is_some()) {
-                present.insert(k);
+        let inner = &mut *self.guard;
+        for (k, v) in &writes {
+            match inner.resident.as_mut() {
+                Some(r) if r.holds(k) => r.set(k, v),
+                _ => {
+                    if let (Some(present), Some(_)) = (inner.present.as_mut(), v) {
+                        present.insert(k);
+                    }
+                }
             }
         }
         for (k, v) in writes {
@@ -855,7 +933,11 @@ mod tests {
         let mut tx = o.begin();
         tx.put(b"pending".to_vec(), b"2".to_vec());
         tx.commit();
-        assert_eq!(o.track_keys().unwrap(), 2, "old + the applied-epoch mark");
+        assert_eq!(
+            o.track_keys(b"").unwrap(),
+            (2, 0),
+            "old + the applied-epoch mark"
+        );
         let mut tx = o.begin();
         tx.put(b"new".to_vec(), b"3".to_vec());
         tx.commit();
@@ -870,6 +952,84 @@ mod tests {
             );
         }
         assert_eq!(o.get(b"never").unwrap(), None);
+    }
+
+    #[test]
+    fn resident_keyspaces_answer_from_memory_with_every_committed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |o: &Overlay, k: &str, v: Option<&str>| {
+            let mut tx = o.begin();
+            match v {
+                Some(v) => tx.put(k.into(), v.into()),
+                None => tx.remove(k.into()),
+            }
+            tx.commit();
+        };
+        {
+            let (_db, o) = open(dir.path());
+            for k in ["sold", "sgone", "sapplying", "xother"] {
+                put(&o, k, Some("1"));
+            }
+            o.flush().unwrap();
+            o.settle().unwrap();
+        }
+        let (db, o) = open(dir.path());
+        // Written before tracking: one batch being applied, one pending.
+        put(&o, "sapplying", Some("2"));
+        o.flush().unwrap();
+        put(&o, "spending", Some("3"));
+        put(&o, "sgone", None);
+        let (keys, resident) = o.track_keys(b"s").unwrap();
+        assert!(keys >= 4, "{keys}");
+        o.settle().unwrap();
+        assert_eq!(resident, 3, "sold, sapplying, spending");
+        // After tracking: a new key, a changed one, a removed one.
+        put(&o, "snew", Some("4"));
+        put(&o, "sold", Some("5"));
+        put(&o, "spending", None);
+        let expect = [
+            ("sold", Some("5")),
+            ("sgone", None),
+            ("sapplying", Some("2")),
+            ("spending", None),
+            ("snew", Some("4")),
+            ("xother", Some("1")),
+        ];
+        let check = |o: &Overlay, when: &str| {
+            for (k, v) in expect {
+                assert_eq!(
+                    o.get(k.as_bytes()).unwrap().as_deref(),
+                    v.map(str::as_bytes),
+                    "{k} {when}"
+                );
+            }
+        };
+        check(&o, "pending");
+        o.flush().unwrap();
+        o.settle().unwrap();
+        check(&o, "applied");
+        // Resident reads do not go to sled: a value changed behind the
+        // overlay's back is not seen; a non-resident key still is read.
+        db.insert(b"sold", b"behind".as_slice()).unwrap();
+        db.insert(b"xother", b"behind".as_slice()).unwrap();
+        o.inner().cache.clear();
+        assert_eq!(o.get(b"sold").unwrap().as_deref(), Some(b"5".as_slice()));
+        assert_eq!(
+            o.get(b"xother").unwrap().as_deref(),
+            Some(b"behind".as_slice())
+        );
+        db.insert(b"sold", b"5".as_slice()).unwrap();
+        drop(o);
+        drop(db);
+        // And sled got every write: reopened without tracking, same answers.
+        let (_db, o) = open(dir.path());
+        for (k, v) in expect.iter().filter(|(k, _)| *k != "xother") {
+            assert_eq!(
+                o.get(k.as_bytes()).unwrap().as_deref(),
+                v.map(str::as_bytes),
+                "{k} reopened"
+            );
+        }
     }
 
     #[test]
