@@ -3,6 +3,10 @@
 //! thread does every read and write; the store's applier thread puts the
 //! flushed batches into sled beside it (a second core when there is one).
 //!
+//! Twice: as `haechi run` and replay keep the store by default (text bands,
+//! prices and identifiers resident in memory, sellers read through sled),
+//! and with `resident_sellers` (every seller record in memory too).
+//!
 //! `cargo bench -p haechi-store --bench history`; also prints the store's
 //! size on disk.
 
@@ -21,6 +25,12 @@ use std::path::Path;
 const SELLERS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
+    for resident_sellers in [false, true] {
+        cycles(c, resident_sellers);
+    }
+}
+
+fn cycles(c: &mut Criterion, resident_sellers: bool) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut sources = RuleSources::default();
     for dir in ["ko", "en"] {
@@ -34,7 +44,14 @@ fn bench(c: &mut Criterion) {
     }
     let engine = Engine::from_sources(&sources).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        haechi_store::HistoryConfig {
+            resident_sellers,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     store.track_keys().unwrap();
 
     // A million sellers, each with one listing already recorded.
@@ -67,7 +84,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("history");
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);
-    g.bench_function("snapshot_and_record", |b| {
+    let name = if resident_sellers {
+        "snapshot_and_record_resident_sellers"
+    } else {
+        "snapshot_and_record"
+    };
+    g.bench_function(name, |b| {
         b.iter(|| {
             n += 1;
             let k = (n * 7919) % pool.len();

@@ -117,13 +117,21 @@ fn event_sequences_give_the_expected_snapshots() {
     assert!(cases.len() >= 8);
     let engine = engine();
     let mut failures = Vec::new();
-    // Each case both ways: snapshot then record on a store as one-off
-    // commands open it, and as the event loops do it (history records
-    // resident in memory, the record reusing the idempotency check's and
-    // snapshot's reads).
-    for (c, reuse) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+    // Each case three ways: snapshot then record on a store as one-off
+    // commands open it, and as the event loops do it (shared history
+    // records resident in memory, sellers too or not, the record reusing
+    // the idempotency check's and snapshot's reads).
+    let ways = [(false, false), (true, false), (true, true)];
+    for (c, (reuse, resident_sellers)) in cases.iter().flat_map(|c| ways.map(|w| (c, w))) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_with(
+            dir.path(),
+            haechi_store::HistoryConfig {
+                resident_sellers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         if reuse {
             store.track_keys().unwrap();
         }
@@ -147,7 +155,7 @@ fn event_sequences_give_the_expected_snapshots() {
                 let mut check = |what: &str, ok: bool, got: String| {
                     if !ok {
                         failures.push(format!(
-                            "{} (reads reused: {reuse}): {what} = {got}",
+                            "{} (reads reused: {reuse}, resident sellers: {resident_sellers}): {what} = {got}",
                             c.name
                         ));
                     }
