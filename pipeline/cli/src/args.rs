@@ -411,11 +411,12 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "MB", default_value_t = 128,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_mb: u64,
-    /// Keep every seller's record in memory too (text bands, prices and
-    /// identifiers always are): faster history, memory that grows with the
-    /// number of sellers (1M events from 355k sellers: +6%, +150 MB).
-    #[arg(long, env = "HAECHI_RESIDENT_SELLERS")]
-    pub resident_sellers: bool,
+    /// Keep the history's records (sellers, text bands, prices, identifier
+    /// links) wholly in memory: faster history for memory that grows with
+    /// the sellers and listings (400k events: +3–11%, +55–65 MB peak RSS;
+    /// 1M events from 355k sellers: +6%, +150 MB).
+    #[arg(long, env = "HAECHI_RESIDENT_HISTORY")]
+    pub resident_history: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

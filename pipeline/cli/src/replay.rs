@@ -32,7 +32,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         &data_dir,
         haechi_store::HistoryConfig {
             cache_mb: a.cache_mb,
-            resident_sellers: a.resident_sellers,
+            resident_history: a.resident_history,
             ..Default::default()
         },
     )?;

@@ -237,7 +237,7 @@ fn bad_arguments_and_missing_files_are_explained() {
 }
 
 #[test]
-fn two_workers_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
+fn workers_and_resident_history_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     // The valid split with bad lines spread through it, so that chunks of
     // the parallel analysis hold both kinds.
@@ -259,24 +259,24 @@ fn two_workers_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
     }
     let path = dir.path().join("mixed.jsonl");
     std::fs::write(&path, &input).unwrap();
-    let run = |workers: &str| {
-        let out = dir.path().join(format!("v{workers}.jsonl"));
-        let o = haechi(&[
+    let run = |input: &Path, name: &str, extra: &[&str]| {
+        let out = dir.path().join(format!("v{name}.jsonl"));
+        let mut args = vec![
             "replay",
-            path.to_str().unwrap(),
+            input.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--workers",
-            workers,
             "--no-progress",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let o = haechi(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let dl = haechi_stream::replay::ReplayConfig::default_dead_letter(&out);
         (std::fs::read(&out).unwrap(), std::fs::read(dl).unwrap())
     };
-    let (v1, d1) = run("1");
-    let (v2, d2) = run("2");
-    let (v3, d3) = run("3");
+    let (v1, d1) = run(&path, "1", &["--workers", "1"]);
+    let (v2, d2) = run(&path, "2", &["--workers", "2"]);
+    let (v3, d3) = run(&path, "3", &["--workers", "3"]);
     assert_eq!(v1.iter().filter(|&&b| b == b'\n').count(), 12_000);
     assert!(d1.iter().filter(|&&b| b == b'\n').count() >= 12);
     assert!(
@@ -286,6 +286,30 @@ fn two_workers_give_the_same_verdicts_and_dead_letters_byte_for_byte() {
     assert!(
         d1 == d2 && d1 == d3,
         "dead letters differ between 1, 2 and 3 workers"
+    );
+    // The history's records resident in memory: the same bytes, also when
+    // they are loaded from a store the first half was recorded into
+    // (small flushes, so the log and sled both hold some of it).
+    let (vr, dr) = run(&path, "r", &["--resident-history", "--flush-every", "500"]);
+    assert!(v1 == vr, "verdicts differ with --resident-history");
+    assert!(d1 == dr, "dead letters differ with --resident-history");
+    let data = dir.path().join("store");
+    let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let mut halves = Vec::new();
+    for (i, (part, extra)) in [(first, &[][..]), (second, &["--resident-history"][..])]
+        .into_iter()
+        .enumerate()
+    {
+        let file = dir.path().join(format!("half{i}.jsonl"));
+        std::fs::write(&file, part.concat()).unwrap();
+        let mut args = vec!["--data-dir", data.to_str().unwrap(), "--flush-every", "500"];
+        args.extend_from_slice(extra);
+        halves.extend(run(&file, &format!("half{i}"), &args).0);
+    }
+    assert!(
+        v1 == halves,
+        "verdicts differ when the second half loads the first half's history as resident"
     );
 }
 

@@ -3,9 +3,9 @@
 //! thread does every read and write; the store's applier thread puts the
 //! flushed batches into sled beside it (a second core when there is one).
 //!
-//! Twice: as `haechi run` and replay keep the store by default (text bands,
-//! prices and identifiers resident in memory, sellers read through sled),
-//! and with `resident_sellers` (every seller record in memory too).
+//! Twice: as `haechi run` and replay keep the store by default (records
+//! read through sled's cache), and with `resident_history` (the history's
+//! records — sellers, text bands, prices, identifiers — in memory).
 //!
 //! `cargo bench -p haechi-store --bench history`; also prints the store's
 //! size on disk.
@@ -25,12 +25,12 @@ use std::path::Path;
 const SELLERS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
-    for resident_sellers in [false, true] {
-        cycles(c, resident_sellers);
+    for resident_history in [false, true] {
+        cycles(c, resident_history);
     }
 }
 
-fn cycles(c: &mut Criterion, resident_sellers: bool) {
+fn cycles(c: &mut Criterion, resident_history: bool) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut sources = RuleSources::default();
     for dir in ["ko", "en"] {
@@ -47,7 +47,7 @@ fn cycles(c: &mut Criterion, resident_sellers: bool) {
     let store = Store::open_with(
         dir.path(),
         haechi_store::HistoryConfig {
-            resident_sellers,
+            resident_history,
             ..Default::default()
         },
     )
@@ -84,8 +84,8 @@ fn cycles(c: &mut Criterion, resident_sellers: bool) {
     let mut g = c.benchmark_group("history");
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);
-    let name = if resident_sellers {
-        "snapshot_and_record_resident_sellers"
+    let name = if resident_history {
+        "snapshot_and_record_resident_history"
     } else {
         "snapshot_and_record"
     };

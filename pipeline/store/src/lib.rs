@@ -71,13 +71,11 @@ pub enum StoreError {
 /// upgraded in place).
 pub const STORE_FORMAT: u32 = 4;
 
-/// The keyspaces [`Store::track_keys`] keeps in memory: the history's
-/// records every event reads whose number the retention bounds (text bands
-/// and identifier links are compacted past their windows, prices per
-/// product). Sellers join them with [`HistoryConfig::resident_sellers`].
-/// Listings (idempotency, edits), review cases and the rest stay in sled
-/// behind the read cache.
-const RESIDENT: &[u8] = &[keys::BAND, keys::PRICE, keys::IDENT];
+/// The keyspaces [`Store::track_keys`] keeps in memory with
+/// [`HistoryConfig::resident_history`]: the history's records every event
+/// reads. Listings (idempotency, edits), review cases and the rest stay in
+/// sled behind the read cache.
+const RESIDENT: &[u8] = &[keys::SELLER, keys::BAND, keys::PRICE, keys::IDENT];
 
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
@@ -140,13 +138,15 @@ pub struct HistoryConfig {
     /// (2 workers, BENCHMARKS.md): 128 → 64 MB took peak RSS down by 45–65
     /// MB (442 → 397, 447 → 381) and throughput down 15–20%.
     pub cache_mb: u64,
-    /// Keep every seller's record in memory during long runs too (the text
-    /// bands, prices and identifiers always are): memory for speed, and
-    /// the memory grows with the number of sellers, which retention does
-    /// not bound. Measured (BENCHMARKS.md, 2026-11-24 7th session): history
-    /// bench with 1M sellers +15–30% for +200 MB; 1M-event replay (355k
-    /// sellers) +6% for +150 MB.
-    pub resident_sellers: bool,
+    /// Keep the history's records that every event reads (sellers, text
+    /// bands, prices, identifier links) wholly in memory during long runs:
+    /// memory for speed, growing with the number of sellers and with the
+    /// listings within the duplicate window (sellers are never dropped).
+    /// Measured (BENCHMARKS.md, 2026-11-24 7th session): history bench with
+    /// 1M sellers +33% for +200 MB; 400k-event replay +3–11% for +55–65
+    /// MB; 1M events (355k sellers) +6% for +150 MB. Off: sled's page cache
+    /// bounds that memory.
+    pub resident_history: bool,
 }
 
 impl Default for HistoryConfig {
@@ -157,7 +157,7 @@ impl Default for HistoryConfig {
             ident_window_days: 30,
             compact_every_days: 7,
             cache_mb: 128,
-            resident_sellers: false,
+            resident_history: false,
         }
     }
 }
@@ -340,19 +340,20 @@ impl Store {
         })
     }
 
-    /// For long runs (replay, `haechi run`, training): reads every record
-    /// once, keeps the history's shared records (text bands, prices,
-    /// identifiers; sellers too with [`HistoryConfig::resident_sellers`])
-    /// in memory from then on, and the other keys in a filter so that
-    /// looking up a key the store never held (a new listing, seller) skips
-    /// sled (see [`overlay`]). One-off commands leave it.
+    /// For long runs (replay, `haechi run`, training): reads every key once
+    /// and keeps the keys in a filter, so that looking up a key the store
+    /// never held (a new listing, seller, text band) skips sled; with
+    /// [`HistoryConfig::resident_history`] the history's records (sellers,
+    /// text bands, prices, identifiers) are kept in memory from then on
+    /// (see [`overlay`]). One-off commands leave it.
     pub fn track_keys(&self) -> Result<()> {
         let started = std::time::Instant::now();
-        let mut prefixes = RESIDENT.to_vec();
-        if self.config.resident_sellers {
-            prefixes.push(keys::SELLER);
-        }
-        let (keys, resident) = self.overlay.track_keys(&prefixes)?;
+        let resident = if self.config.resident_history {
+            RESIDENT
+        } else {
+            &[]
+        };
+        let (keys, resident) = self.overlay.track_keys(resident)?;
         tracing::info!(
             keys,
             resident,

@@ -118,16 +118,16 @@ fn event_sequences_give_the_expected_snapshots() {
     let engine = engine();
     let mut failures = Vec::new();
     // Each case three ways: snapshot then record on a store as one-off
-    // commands open it, and as the event loops do it (shared history
-    // records resident in memory, sellers too or not, the record reusing
-    // the idempotency check's and snapshot's reads).
+    // commands open it, and as the event loops do it (keys tracked, the
+    // history's records resident in memory or not, the record reusing the
+    // idempotency check's and snapshot's reads).
     let ways = [(false, false), (true, false), (true, true)];
-    for (c, (reuse, resident_sellers)) in cases.iter().flat_map(|c| ways.map(|w| (c, w))) {
+    for (c, (reuse, resident_history)) in cases.iter().flat_map(|c| ways.map(|w| (c, w))) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(
             dir.path(),
             haechi_store::HistoryConfig {
-                resident_sellers,
+                resident_history,
                 ..Default::default()
             },
         )
@@ -155,7 +155,7 @@ fn event_sequences_give_the_expected_snapshots() {
                 let mut check = |what: &str, ok: bool, got: String| {
                     if !ok {
                         failures.push(format!(
-                            "{} (reads reused: {reuse}, resident sellers: {resident_sellers}): {what} = {got}",
+                            "{} (reads reused: {reuse}, resident: {resident_history}): {what} = {got}",
                             c.name
                         ));
                     }

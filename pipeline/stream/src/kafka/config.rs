@@ -130,9 +130,10 @@ pub struct StoreConfig {
     pub compact_every_days: i64,
     /// sled's page cache in MB (memory for speed).
     pub cache_mb: u64,
-    /// Every seller's record in memory (memory that grows with the number
-    /// of sellers, for speed).
-    pub resident_sellers: bool,
+    /// The history's records (sellers, text bands, prices, identifiers)
+    /// wholly in memory: faster, memory that grows with the sellers and
+    /// the listings of the duplicate window.
+    pub resident_history: bool,
 }
 
 impl Default for StoreConfig {
@@ -145,7 +146,7 @@ impl Default for StoreConfig {
             ident_window_days: h.ident_window_days,
             compact_every_days: h.compact_every_days,
             cache_mb: h.cache_mb,
-            resident_sellers: h.resident_sellers,
+            resident_history: h.resident_history,
         }
     }
 }
@@ -159,7 +160,7 @@ impl StoreConfig {
             ident_window_days: self.ident_window_days,
             compact_every_days: self.compact_every_days,
             cache_mb: self.cache_mb,
-            resident_sellers: self.resident_sellers,
+            resident_history: self.resident_history,
         }
     }
 }
@@ -437,14 +438,14 @@ mod tests {
                 ("HAECHI_LOG", "debug"),
                 ("HAECHI_STORE__RETENTION_DAYS", "45"),
                 ("HAECHI_STORE__CACHE_MB", "64"),
-                ("HAECHI_STORE__RESIDENT_SELLERS", "true"),
+                ("HAECHI_STORE__RESIDENT_HISTORY", "true"),
                 ("PATH", "/bin"),
             ]),
         )
         .unwrap();
         assert_eq!(cfg.store.history().retention_days, 45);
         assert_eq!(cfg.store.history().cache_mb, 64);
-        assert!(cfg.store.history().resident_sellers);
+        assert!(cfg.store.history().resident_history);
         assert_eq!(cfg.store.history().duplicate_window_days, 14, "the default");
         assert_eq!(cfg.kafka.brokers, "b:2");
         assert_eq!(cfg.batch.max_events, 20);
