@@ -405,7 +405,7 @@ impl Overlay {
         inner.cache.retain(|k, _| !res.holds(k));
         let resident_keys = res.map.len();
         inner.present = Some(present);
-        inner.resident = Some(res);
+        inner.resident = (!resident.is_empty()).then_some(res);
         Ok((n, resident_keys))
     }
 
@@ -974,7 +974,8 @@ mod tests {
             o.settle().unwrap();
         }
         let (db, o) = open(dir.path());
-        // Written before tracking: one batch being applied, one pending.
+        // Written before tracking: one batch flushed (with the applier or
+        // in sled already), one pending.
         put(&o, "sapplying", Some("2"));
         o.flush().unwrap();
         put(&o, "spending", Some("3"));
