@@ -143,7 +143,7 @@ pub struct HistoryConfig {
     /// memory for speed, growing with the number of sellers and with the
     /// listings within the duplicate window (sellers are never dropped).
     /// Measured (BENCHMARKS.md, 2026-11-24 7th session): history bench with
-    /// 1M sellers +33% for +200 MB; 400k-event replay +3–11% for +55–65
+    /// 1M sellers +33% for +200 MB; 400k-event replay +3–15% for +55–80
     /// MB; 1M events (355k sellers) +6% for +150 MB. Off: sled's page cache
     /// bounds that memory.
     pub resident_history: bool,
