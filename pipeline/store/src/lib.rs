@@ -368,7 +368,7 @@ impl Store {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        self.overlay.read(key, |v| decode(key, v))
+        decode(key, self.overlay.get(key)?)
     }
 
     /// The verdict already given to this event of this listing, if it was
@@ -480,18 +480,12 @@ impl Store {
             }
         }
         let horizon = now - self.config.ident_window_days * DAY_MS;
-        let ident_keys: Vec<Vec<u8>> = analysis
+        let idents = analysis
             .facts
             .idents
             .iter()
-            .map(|i| ident_key(i.kind, &i.value))
-            .collect();
-        // Not `decode` itself: its `impl AsRef` argument would be one
-        // lifetime, not any borrow the overlay hands out.
-        #[allow(clippy::redundant_closure)]
-        let idents: Vec<Option<IdentRecord>> = self
-            .overlay
-            .read_each(ident_keys.iter().map(Vec::as_slice), |k, v| decode(k, v))?;
+            .map(|i| self.get::<IdentRecord>(&ident_key(i.kind, &i.value)))
+            .collect::<Result<Vec<_>>>()?;
         for (ident, rec) in analysis.facts.idents.iter().zip(&idents) {
             let Some(rec) = rec else {
                 continue;
@@ -509,13 +503,11 @@ impl Store {
             });
         }
         reads.idents = Some(idents);
-        let band_keys: Vec<Vec<u8>> = analysis.bands.iter().map(|&b| band_key(b)).collect();
-        // Not `decode` itself: its `impl AsRef` argument would be one
-        // lifetime, not any borrow the overlay hands out.
-        #[allow(clippy::redundant_closure)]
-        let bands: Vec<Option<BandRecord>> = self
-            .overlay
-            .read_each(band_keys.iter().map(Vec::as_slice), |k, v| decode(k, v))?;
+        let bands = analysis
+            .bands
+            .iter()
+            .map(|&b| self.get::<BandRecord>(&band_key(b)))
+            .collect::<Result<Vec<_>>>()?;
         snap.duplicate_text_sellers = self.duplicate_sellers(listing, &bands, now);
         reads.bands = Some(bands);
         if listing.price > 0 {

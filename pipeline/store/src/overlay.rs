@@ -30,10 +30,8 @@
 //! runs on another core while the history thread reads.
 
 use crate::{Result, StoreError};
-use hashbrown::hash_map::EntryRef;
-use hashbrown::HashMap;
 use sled::IVec;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
@@ -179,7 +177,11 @@ impl Resident {
     fn set(&mut self, key: &[u8], value: &Option<IVec>) {
         match value {
             Some(v) => {
-                self.map.entry_ref(key).insert(v.clone());
+                if let Some(slot) = self.map.get_mut(key) {
+                    *slot = v.clone();
+                } else {
+                    self.map.insert(IVec::from(key), v.clone());
+                }
             }
             None => {
                 self.map.remove(key);
@@ -227,49 +229,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
-        Ok(self.find(db, key)?.cloned())
-    }
-
-    /// The current value of `key`, borrowed: readers that decode it at
-    /// once need not take a reference count on a record that is likely
-    /// not in the CPU's cache (an atomic increment there stalls the reads
-    /// after it).
-    fn find(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<&IVec>> {
-        let Inner {
-            resident,
-            present,
-            pending,
-            sealed,
-            applying,
-            cache,
-            ..
-        } = self;
-        if let Some(r) = resident.as_ref().filter(|r| r.holds(key)) {
-            return Ok(r.map.get(key));
+        if let Some(r) = self.resident.as_ref().filter(|r| r.holds(key)) {
+            return Ok(r.map.get(key).cloned());
         }
         // Every key written with a value, pending or in sled, is in the
         // filter: a key it has never seen (a new listing, a new text band)
         // is nowhere, and one hash answers it instead of a probe per layer.
-        if present.as_ref().is_some_and(|p| !p.may_contain(key)) {
+        if self.present.as_ref().is_some_and(|p| !p.may_contain(key)) {
             return Ok(None);
         }
-        if let Some(v) = pending.get(key) {
-            return Ok(v.as_ref());
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
         }
-        if let Some(v) = sealed.as_ref().and_then(|m| m.get(key)) {
-            return Ok(v.as_ref());
+        if let Some(v) = self.sealed.as_ref().and_then(|m| m.get(key)) {
+            return Ok(v.clone());
         }
-        if let Some(v) = applying.iter().rev().find_map(|(_, m)| m.get(key)) {
-            return Ok(v.as_ref());
+        if let Some(v) = self.applying.iter().rev().find_map(|(_, m)| m.get(key)) {
+            return Ok(v.clone());
         }
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
+        if let Some(v) = self.cache.get(key) {
+            return Ok(v.clone());
         }
-        let v = match cache.entry_ref(key) {
-            EntryRef::Occupied(e) => e.into_mut(),
-            EntryRef::Vacant(e) => e.insert(db.get(key)?),
-        };
-        Ok(v.as_ref())
+        let v = db.get(key)?;
+        if self.cache.len() >= CACHE_CAP {
+            self.cache.clear();
+        }
+        self.cache.insert(key.to_vec(), v.clone());
+        Ok(v)
     }
 
     /// Applied writes join the read cache (resident ones are already
@@ -333,31 +319,6 @@ impl Overlay {
     /// The current value of a key, pending writes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         self.inner().get(&self.shared.db, key)
-    }
-
-    /// `read` applied to the current value of `key` (see
-    /// [`Overlay::read_each`]).
-    pub fn read<T>(&self, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> Result<T>) -> Result<T> {
-        let mut inner = self.inner();
-        let v = inner.find(&self.shared.db, key)?;
-        read(v.map(|v| &v[..]))
-    }
-
-    /// `read` applied to the current value of each key, pending writes
-    /// included, all under one hold of the lock: `read` sees the stored
-    /// bytes in place (nothing copied or reference-counted).
-    pub fn read_each<'k, T>(
-        &self,
-        keys: impl IntoIterator<Item = &'k [u8]>,
-        mut read: impl FnMut(&'k [u8], Option<&[u8]>) -> Result<T>,
-    ) -> Result<Vec<T>> {
-        let mut inner = self.inner();
-        keys.into_iter()
-            .map(|k| {
-                let v = inner.find(&self.shared.db, k)?;
-                read(k, v.map(|v| &v[..]))
-            })
-            .collect()
     }
 
     /// Transactions committed with writes so far (see [`Tx::commits`]).
