@@ -448,17 +448,30 @@ fn kill_nine_mid_stream_loses_nothing_and_duplicates_nothing() {
     let inputs = lines("fixtures/test.jsonl", 4_000);
     let want = expected(&inputs);
     let data = dir.path().join("store");
-    // Small batches so that kills land between durability points.
+    // Small batches so that kills land between durability points; every
+    // other run holds the history resident (the store is the same either
+    // way, and a restart may switch).
     let small = [("HAECHI_BATCH__MAX_EVENTS", "20")];
+    let resident = [
+        ("HAECHI_BATCH__MAX_EVENTS", "20"),
+        ("HAECHI_STORE__RESIDENT_HISTORY", "true"),
+    ];
+    let settings = |round: u64| -> &[(&str, &str)] {
+        if round % 2 == 1 {
+            &resident
+        } else {
+            &small
+        }
+    };
     let producer = produce_in_background(&broker, inputs.clone(), 800.0);
     for round in 0..3 {
-        let p = start_pipeline(&broker, &data, "a", &small);
+        let p = start_pipeline(&broker, &data, "a", settings(round));
         p.wait_ready();
         std::thread::sleep(Duration::from_millis(700 + 300 * round));
         p.kill9();
     }
     producer.join().unwrap();
-    let p = start_pipeline(&broker, &data, "a", &small);
+    let p = start_pipeline(&broker, &data, "a", settings(3));
     let by_event = verdicts(&broker, &want);
     assert_eq!(p.terminate(), 0);
     let flagged = check_verdicts(&by_event, &want);
