@@ -108,10 +108,12 @@ fn killed_and_resumed(resident: bool) {
             continue;
         }
         let store = Store::open(&store_dir).unwrap();
-        let seen = events
+        // Per event of the file, in order: recorded in the store?
+        let recorded: Vec<bool> = events
             .iter()
-            .filter(|(l, e)| store.seen(l, e).unwrap().is_some())
-            .count();
+            .map(|(l, e)| store.seen(l, e).unwrap().is_some())
+            .collect();
+        let seen = recorded.iter().filter(|&&r| r).count();
         if seen > 0 && seen < events.len() {
             partial = true;
             // Consistency: the store holds whole events, a prefix of the
@@ -124,18 +126,7 @@ fn killed_and_resumed(resident: bool) {
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            let last = lines
-                .iter()
-                .rposition(|v| {
-                    store
-                        .seen(
-                            v["listing_id"].as_str().unwrap(),
-                            v["event_id"].as_str().unwrap(),
-                        )
-                        .unwrap()
-                        .is_some()
-                })
-                .unwrap();
+            let last = recorded.iter().rposition(|&r| r).unwrap();
             let mut totals = std::collections::HashMap::<String, u32>::new();
             for v in &lines[..=last] {
                 if v["event"].as_str().unwrap_or("created") == "created" {
