@@ -199,22 +199,12 @@ pub struct EventReads {
     seller: Option<Option<SellerRecord>>,
     /// One per identifier of the analysis, in its order.
     idents: Option<Vec<Option<IdentRecord>>>,
-    /// One per band of the analysis, in its order.
+    /// One per band of the analysis, in its order (read only where bands
+    /// are not resident: there they stay decoded, see
+    /// [`overlay::Overlay::read_typed`]).
     bands: Option<Vec<Option<BandRecord>>>,
-    price: Option<Option<PriceRecord>>,
-}
-
-/// The record under `key` as `tx` sees it: `read` when it was read before
-/// the transaction and the transaction has not written the key since.
-fn reuse<T: DeserializeOwned>(
-    tx: &mut overlay::Tx<'_>,
-    key: &[u8],
-    read: Option<Option<T>>,
-) -> Result<Option<T>> {
-    match read {
-        Some(rec) if !tx.wrote(key) => Ok(rec),
-        _ => decode(key, tx.get(key)?),
-    }
+    /// The product's price record (likewise).
+    price: Option<Vec<Option<PriceRecord>>>,
 }
 
 /// The store.
@@ -503,22 +493,27 @@ impl Store {
             });
         }
         reads.idents = Some(idents);
-        let bands = analysis
-            .bands
-            .iter()
-            .map(|&b| self.get::<BandRecord>(&band_key(b)))
-            .collect::<Result<Vec<_>>>()?;
-        snap.duplicate_text_sellers = self.duplicate_sellers(listing, &bands, now);
-        reads.bands = Some(bands);
+        let bands: Vec<Vec<u8>> = analysis.bands.iter().map(|&b| band_key(b)).collect();
+        snap.duplicate_text_sellers =
+            self.overlay.read_typed(&bands, &mut reads.bands, |recs| {
+                self.duplicate_sellers(listing, recs, now)
+            })?;
         if listing.price > 0 {
             let key = keys::key(keys::PRICE, &analysis.product_key);
-            if let Some(p) = self
-                .read(&mut reads.price, &key)?
-                .as_ref()
-                .filter(|p| !price_is_stale(p, now, self.config.retention_days))
-            {
-                snap.usual_price = p.median();
-                snap.price_samples = p.samples.len() as u32;
+            let retention = self.config.retention_days;
+            if let Some((usual, samples)) = self.overlay.read_typed(
+                &[key],
+                &mut reads.price,
+                |recs: &[Option<&PriceRecord>]| {
+                    recs.first()
+                        .copied()
+                        .flatten()
+                        .filter(|p| !price_is_stale(p, now, retention))
+                        .map(|p| (p.median(), p.samples.len() as u32))
+                },
+            )? {
+                snap.usual_price = usual;
+                snap.price_samples = samples;
             }
         }
         Ok(snap)
@@ -538,7 +533,7 @@ impl Store {
 
     /// Other sellers who posted text sharing at least two MinHash bands with
     /// this one within the duplicate window (`bands`: the band records).
-    fn duplicate_sellers(&self, listing: &Listing, bands: &[Option<BandRecord>], now: i64) -> u32 {
+    fn duplicate_sellers(&self, listing: &Listing, bands: &[Option<&BandRecord>], now: i64) -> u32 {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
         let me = seller_hash(&listing.seller_id);
         let others = bands.iter().flatten().map(|rec| {
@@ -574,7 +569,7 @@ impl Store {
             reads = EventReads::default();
         }
         let now = ms(listing.created_at);
-        let previous: Option<ListingRecord> = reuse(&mut tx, &listing_key, reads.listing)?;
+        let previous: Option<ListingRecord> = tx.reuse(&listing_key, reads.listing)?;
         if previous
             .as_ref()
             .is_some_and(|l| l.event(&listing.event_id).is_some())
@@ -586,8 +581,9 @@ impl Store {
 
         // The seller.
         let seller_key = keys::key(keys::SELLER, &listing.seller_id);
-        let mut s: SellerRecord =
-            reuse(&mut tx, &seller_key, reads.seller)?.unwrap_or(SellerRecord {
+        let mut s: SellerRecord = tx
+            .reuse(&seller_key, reads.seller)?
+            .unwrap_or(SellerRecord {
                 first_seen: now,
                 last_seen: now,
                 ..SellerRecord::default()
@@ -645,19 +641,19 @@ impl Store {
             let mut read_idents = reads.idents.unwrap_or_default().into_iter();
             for ident in &analysis.facts.idents {
                 let k = ident_key(ident.kind, &ident.value);
-                let mut rec: IdentRecord =
-                    reuse(&mut tx, &k, read_idents.next())?.unwrap_or_default();
+                let mut rec: IdentRecord = tx.reuse(&k, read_idents.next())?.unwrap_or_default();
                 rec.touch(&listing.seller_id, now);
                 tx.put(k, encode(&rec));
             }
             // Near-duplicate text index.
             let mut read_bands = reads.bands.unwrap_or_default().into_iter();
+            let seller = seller_hash(&listing.seller_id);
             for &b in &analysis.bands {
-                let k = band_key(b);
-                let mut rec: BandRecord =
-                    reuse(&mut tx, &k, read_bands.next())?.unwrap_or_default();
-                rec.touch(seller_hash(&listing.seller_id), now);
-                tx.put(k, encode(&rec));
+                tx.update(
+                    band_key(b),
+                    read_bands.next(),
+                    move |rec: &mut BandRecord| rec.touch(seller, now),
+                )?;
             }
             // Usual price: learn from every priced listing, whatever its
             // verdict. The median of the last samples shrugs off the few scams
@@ -666,11 +662,14 @@ impl Store {
             // the same features.
             if listing.price > 0 {
                 let k = keys::key(keys::PRICE, &analysis.product_key);
-                let mut rec: PriceRecord = reuse(&mut tx, &k, reads.price)?
-                    .filter(|p| !price_is_stale(p, now, self.config.retention_days))
-                    .unwrap_or_default();
-                rec.add(listing.price, now);
-                tx.put(k, encode(&rec));
+                let (price, retention) = (listing.price, self.config.retention_days);
+                let read = reads.price.and_then(|v| v.into_iter().next());
+                tx.update(k, read, move |rec: &mut PriceRecord| {
+                    if price_is_stale(rec, now, retention) {
+                        *rec = PriceRecord::default();
+                    }
+                    rec.add(price, now);
+                })?;
             }
         }
 

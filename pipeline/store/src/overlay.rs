@@ -30,6 +30,7 @@
 //! runs on another core while the history thread reads.
 
 use crate::{Result, StoreError};
+use serde::de::DeserializeOwned;
 use sled::IVec;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -166,7 +167,49 @@ struct Resident {
     prefixes: [bool; 256],
     /// Keys as [`IVec`]s: up to 22 bytes (every resident key) they sit in
     /// the table itself, so a lookup does not chase a pointer to compare.
-    map: HashMap<IVec, IVec, foldhash::fast::RandomState>,
+    map: HashMap<IVec, Slot, foldhash::fast::RandomState>,
+    /// Keys whose slot may be [`Slot::Typed`] and dirty (see
+    /// [`Inner::materialize`]); a key whose slot was replaced since is
+    /// skipped there.
+    dirty: Vec<IVec>,
+}
+
+/// A record a resident keyspace keeps decoded between flushes
+/// ([`Tx::update`], [`Overlay::read_typed`]): text bands and prices are
+/// read and rewritten for nearly every listing, and decoding and
+/// re-encoding them each time was half of a history cycle
+/// (`cargo bench -p haechi-store --bench history`).
+pub trait Typed: std::any::Any + Send + std::fmt::Debug {
+    /// The record's bytes as the store keeps them.
+    fn encode(&self) -> Vec<u8>;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// The longest value an [`IVec`] holds without a heap allocation.
+const INLINE: usize = 22;
+
+/// A resident key's value.
+#[derive(Debug)]
+enum Slot {
+    Bytes(IVec),
+    /// Decoded. `dirty`: changed by [`Tx::update`] since it was last
+    /// encoded; the pending layer then holds an empty placeholder for the
+    /// key, replaced by the encoding before the layer is flushed, sealed or
+    /// scanned ([`Inner::materialize`]).
+    Typed {
+        rec: Box<dyn Typed>,
+        dirty: bool,
+    },
+}
+
+impl Slot {
+    fn bytes(&self) -> IVec {
+        match self {
+            Slot::Bytes(v) => v.clone(),
+            Slot::Typed { rec, .. } => IVec::from(rec.encode()),
+        }
+    }
 }
 
 impl Resident {
@@ -178,15 +221,64 @@ impl Resident {
         match value {
             Some(v) => {
                 if let Some(slot) = self.map.get_mut(key) {
-                    *slot = v.clone();
+                    *slot = Slot::Bytes(v.clone());
                 } else {
-                    self.map.insert(IVec::from(key), v.clone());
+                    self.map.insert(IVec::from(key), Slot::Bytes(v.clone()));
                 }
             }
             None => {
                 self.map.remove(key);
             }
         }
+    }
+
+    /// The record under `key` decoded as a `T` (decoded once and kept so
+    /// while the key is not written otherwise); `None`: no record.
+    fn typed<T: Typed + DeserializeOwned>(&mut self, key: &[u8]) -> Result<Option<&mut T>> {
+        let Some(slot) = self.map.get_mut(key) else {
+            return Ok(None);
+        };
+        if let Slot::Bytes(v) = slot {
+            let rec: Option<T> = crate::decode(key, Some(&*v))?;
+            if let Some(rec) = rec {
+                *slot = Slot::Typed {
+                    rec: Box::new(rec),
+                    dirty: false,
+                };
+            }
+        }
+        match slot {
+            Slot::Typed { rec, .. } => {
+                rec.as_any_mut()
+                    .downcast_mut::<T>()
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        message: "read as two different record types".into(),
+                    })
+            }
+            Slot::Bytes(_) => Ok(None),
+        }
+    }
+
+    fn typed_ref<T: Typed>(&self, key: &[u8]) -> Option<&T> {
+        match self.map.get(key)? {
+            Slot::Typed { rec, .. } => rec.as_any().downcast_ref::<T>(),
+            Slot::Bytes(_) => None,
+        }
+    }
+}
+
+/// An in-place change queued by [`Tx::update`]: given the key's current
+/// record (if any), changes it, or returns the new record.
+struct Update(Box<UpdateFn>);
+
+type UpdateFn = dyn FnOnce(Option<&mut TypedBox>) -> Option<TypedBox>;
+type TypedBox = Box<dyn Typed>;
+
+impl std::fmt::Debug for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Update")
     }
 }
 
@@ -230,7 +322,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
         if let Some(r) = self.resident.as_ref().filter(|r| r.holds(key)) {
-            return Ok(r.map.get(key).cloned());
+            return Ok(r.map.get(key).map(Slot::bytes));
         }
         // Every key written with a value, pending or in sled, is in the
         // filter: a key it has never seen (a new listing, a new text band)
@@ -256,6 +348,36 @@ impl Inner {
         }
         self.cache.insert(key.to_vec(), v.clone());
         Ok(v)
+    }
+
+    /// Puts the encoding of every record changed in place since the last
+    /// call into the pending layer (where a placeholder stood for it): before
+    /// that layer is flushed, sealed or scanned.
+    fn materialize(&mut self) {
+        let Inner {
+            resident, pending, ..
+        } = self;
+        let Some(r) = resident.as_mut() else {
+            return;
+        };
+        for key in std::mem::take(&mut r.dirty) {
+            let Some(slot) = r.map.get_mut(&key) else {
+                continue;
+            };
+            if !matches!(slot, Slot::Typed { dirty: true, .. }) {
+                continue;
+            }
+            let v = slot.bytes();
+            pending.insert(key.to_vec(), Some(v.clone()));
+            let small = v.len() <= INLINE;
+            match std::mem::replace(slot, Slot::Bytes(v)) {
+                // Bytes that fit in the slot itself are cheaper than a
+                // decoded record on the heap (most text bands have one
+                // seller); larger records stay decoded.
+                Slot::Typed { rec, .. } if !small => *slot = Slot::Typed { rec, dirty: false },
+                _ => {}
+            }
+        }
     }
 
     /// Applied writes join the read cache (resident ones are already
@@ -321,6 +443,41 @@ impl Overlay {
         self.inner().get(&self.shared.db, key)
     }
 
+    /// Calls `f` with the records under `keys` decoded as `T` (`None`:
+    /// absent). In a resident keyspace they are read where they stay decoded
+    /// between changes ([`Tx::update`]), under the lock; elsewhere they are
+    /// decoded into `decoded`, for the caller's updates to reuse.
+    pub fn read_typed<T, R>(
+        &self,
+        keys: &[Vec<u8>],
+        decoded: &mut Option<Vec<Option<T>>>,
+        f: impl FnOnce(&[Option<&T>]) -> R,
+    ) -> Result<R>
+    where
+        T: Typed + DeserializeOwned,
+    {
+        let mut inner = self.inner();
+        if let Some(r) = inner
+            .resident
+            .as_mut()
+            .filter(|r| keys.iter().all(|k| r.holds(k)))
+        {
+            for k in keys {
+                r.typed::<T>(k)?;
+            }
+            let recs: Vec<Option<&T>> = keys.iter().map(|k| r.typed_ref::<T>(k)).collect();
+            return Ok(f(&recs));
+        }
+        let recs = keys
+            .iter()
+            .map(|k| crate::decode(k, inner.get(&self.shared.db, k)?))
+            .collect::<Result<Vec<Option<T>>>>()?;
+        drop(inner);
+        let out = f(&recs.iter().map(Option::as_ref).collect::<Vec<_>>());
+        *decoded = Some(recs);
+        Ok(out)
+    }
+
     /// Transactions committed with writes so far (see [`Tx::commits`]).
     pub fn commits(&self) -> u64 {
         self.inner().commits
@@ -332,6 +489,7 @@ impl Overlay {
             guard: self.inner(),
             db: &self.shared.db,
             writes: Vec::new(),
+            updates: Vec::new(),
             journaled: true,
         }
     }
@@ -379,6 +537,7 @@ impl Overlay {
         let mut res = Resident {
             prefixes: [false; 256],
             map: HashMap::default(),
+            dirty: Vec::new(),
         };
         for &b in resident {
             res.prefixes[b as usize] = true;
@@ -389,7 +548,7 @@ impl Overlay {
             let (key, value) = item?;
             n += 1;
             if res.holds(&key) {
-                res.map.insert(key, value);
+                res.map.insert(key, Slot::Bytes(value));
             } else {
                 present.insert(&key);
             }
@@ -423,6 +582,7 @@ impl Overlay {
             self.flush_sealed()?;
         }
         let mut inner = self.inner();
+        inner.materialize();
         if !inner.pending.is_empty() {
             inner.sealed = Some(std::mem::take(&mut inner.pending));
             // The sealed layer is flushed as the epoch pending had.
@@ -466,6 +626,9 @@ impl Overlay {
                     .unwrap_or_else(|p| p.into_inner());
             }
             inner.check()?;
+            // Last, under the lock the layer is taken with: nothing can
+            // change in place between the two.
+            inner.materialize();
             let writes = if sealed {
                 inner.sealed.take().unwrap_or_default()
             } else {
@@ -562,7 +725,8 @@ impl Overlay {
 
     /// Keys with a prefix, pending writes included, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
-        let inner = self.inner();
+        let mut inner = self.inner();
+        inner.materialize();
         scan_layers(&self.shared.db, prefix, layers(&inner))
     }
 }
@@ -811,11 +975,19 @@ pub struct Tx<'a> {
     guard: MutexGuard<'a, Inner>,
     db: &'a sled::Db,
     writes: Vec<(Vec<u8>, Option<IVec>)>,
+    /// Changes in place ([`Tx::update`]), applied at commit after `writes`.
+    updates: Vec<(Vec<u8>, Update)>,
     journaled: bool,
 }
 
 impl Tx<'_> {
+    /// The key's value as this transaction sees it (not after an
+    /// [`Tx::update`] of it: that is applied at commit).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<IVec>> {
+        debug_assert!(
+            !self.updates.iter().any(|(k, _)| k == key),
+            "read after an update in the same transaction"
+        );
         if let Some((_, v)) = self.writes.iter().rev().find(|(k, _)| k == key) {
             return Ok(v.clone());
         }
@@ -831,26 +1003,97 @@ impl Tx<'_> {
 
     /// Whether this transaction wrote `key` (its reads then see the write).
     pub fn wrote(&self, key: &[u8]) -> bool {
-        self.writes.iter().any(|(k, _)| k == key)
+        self.writes.iter().any(|(k, _)| k == key) || self.updates.iter().any(|(k, _)| k == key)
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.forget_updates(&key);
         self.writes.push((key, Some(IVec::from(value))));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
+        self.forget_updates(&key);
         self.writes.push((key, None));
+    }
+
+    /// A later write of a key replaces its queued in-place changes.
+    fn forget_updates(&mut self, key: &[u8]) {
+        if !self.updates.is_empty() {
+            self.updates.retain(|(k, _)| k != key);
+        }
+    }
+
+    /// The record under `key` as this transaction sees it: `read` when it
+    /// was read before the transaction and the transaction has not written
+    /// the key since.
+    pub fn reuse<T: DeserializeOwned>(
+        &mut self,
+        key: &[u8],
+        read: Option<Option<T>>,
+    ) -> Result<Option<T>> {
+        match read {
+            Some(rec) if !self.wrote(key) => Ok(rec),
+            _ => crate::decode(key, self.get(key)?),
+        }
+    }
+
+    /// Changes the record under `key` with `f` (a `T::default()` when there
+    /// is none), as part of this transaction. In a resident keyspace the
+    /// record stays decoded in memory and is changed in place at commit; it
+    /// is encoded once per flush instead of once per change (with change
+    /// capture on, at commit: the changelog needs every change). Elsewhere
+    /// it is read (`read`: the record as read before the transaction, used
+    /// when the transaction has not written the key), changed and put.
+    pub fn update<T>(
+        &mut self,
+        key: Vec<u8>,
+        read: Option<Option<T>>,
+        f: impl FnOnce(&mut T) + 'static,
+    ) -> Result<()>
+    where
+        T: Typed + Default + DeserializeOwned,
+    {
+        let wrote = self.writes.iter().any(|(k, _)| *k == key);
+        match self.guard.resident.as_mut() {
+            Some(r) if r.holds(&key) && !wrote => {
+                // Decoded now (under the transaction's lock: nothing else
+                // sees the key meanwhile), changed at commit.
+                r.typed::<T>(&key)?;
+                let update = Update(Box::new(move |current| {
+                    match current.and_then(|rec| rec.as_any_mut().downcast_mut::<T>()) {
+                        Some(rec) => {
+                            f(rec);
+                            None
+                        }
+                        None => {
+                            let mut rec = T::default();
+                            f(&mut rec);
+                            Some(Box::new(rec))
+                        }
+                    }
+                }));
+                self.updates.push((key, update));
+            }
+            _ => {
+                let mut rec = self.reuse(&key, read)?.unwrap_or_default();
+                f(&mut rec);
+                self.put(key, rec.encode());
+            }
+        }
+        Ok(())
     }
 
     /// Keys with a prefix as this transaction sees them, in key order.
     pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+        self.guard.materialize();
         let layers = layers(&self.guard).chain(self.writes.iter().map(|(k, v)| (k, v)));
         scan_layers(self.db, prefix, layers)
     }
 
     pub fn commit(mut self) {
         let writes = std::mem::take(&mut self.writes);
-        if writes.is_empty() {
+        let updates = std::mem::take(&mut self.updates);
+        if writes.is_empty() && updates.is_empty() {
             return;
         }
         self.guard.commits += 1;
@@ -875,6 +1118,64 @@ impl Tx<'_> {
         }
         for (k, v) in writes {
             self.guard.pending.insert(k, v);
+        }
+        if !updates.is_empty() {
+            self.commit_updates(updates);
+        }
+    }
+
+    fn commit_updates(&mut self, updates: Vec<(Vec<u8>, Update)>) {
+        let capture = self.journaled && self.guard.journal.is_some();
+        let Inner {
+            resident,
+            pending,
+            journal,
+            ..
+        } = &mut *self.guard;
+        let Some(r) = resident.as_mut() else {
+            return;
+        };
+        for (key, update) in updates {
+            let newly_dirty = match r.map.get_mut(key.as_slice()) {
+                Some(Slot::Typed { rec, dirty }) => {
+                    if let Some(new) = (update.0)(Some(rec)) {
+                        *rec = new;
+                    }
+                    !std::mem::replace(dirty, true)
+                }
+                // (`update` decoded every existing record: no bytes here.)
+                Some(slot @ Slot::Bytes(_)) => {
+                    if let Some(rec) = (update.0)(None) {
+                        *slot = Slot::Typed { rec, dirty: true };
+                    }
+                    true
+                }
+                None => {
+                    if let Some(rec) = (update.0)(None) {
+                        r.map
+                            .insert(IVec::from(key.as_slice()), Slot::Typed { rec, dirty: true });
+                    }
+                    true
+                }
+            };
+            if capture {
+                // The changelog takes every change: encoded now.
+                if let Some(slot) = r.map.get_mut(key.as_slice()) {
+                    let v = slot.bytes();
+                    *slot = Slot::Bytes(v.clone());
+                    if let Some(journal) = journal.as_mut() {
+                        journal.push(Change {
+                            key: key.clone(),
+                            value: Some(v.to_vec()),
+                            thread: std::thread::current().id(),
+                        });
+                    }
+                    pending.insert(key, Some(v));
+                }
+            } else if newly_dirty {
+                r.dirty.push(IVec::from(key.as_slice()));
+                pending.insert(key, Some(IVec::default()));
+            }
         }
     }
 }
@@ -1031,6 +1332,131 @@ mod tests {
                 "{k} reopened"
             );
         }
+    }
+
+    #[test]
+    fn records_changed_in_place_reach_reads_scans_seals_flushes_and_the_journal() {
+        use crate::records::{BandRecord, Pairs};
+        let dir = tempfile::tempdir().unwrap();
+        let band = |sellers: &[(u64, i64)]| BandRecord {
+            sellers: Pairs(sellers.to_vec()),
+        };
+        let touch = |tx: &mut Tx<'_>, k: &str, s: u64, t: i64| {
+            tx.update(k.into(), None, move |r: &mut BandRecord| r.touch(s, t))
+                .unwrap();
+        };
+        let commit_touch = |o: &Overlay, k: &str, s: u64, t: i64| {
+            let mut tx = o.begin();
+            touch(&mut tx, k, s, t);
+            tx.commit();
+        };
+        // Both ways of reading agree (decoded in place, and encoded).
+        let read = |o: &Overlay, k: &str| -> Option<BandRecord> {
+            let key = k.as_bytes().to_vec();
+            let typed = o
+                .read_typed::<BandRecord, _>(&[key], &mut None, |r| r[0].cloned())
+                .unwrap();
+            let bytes = crate::decode(k.as_bytes(), o.get(k.as_bytes()).unwrap()).unwrap();
+            assert_eq!(typed, bytes, "{k}");
+            typed
+        };
+        {
+            let (_db, o) = open(dir.path());
+            let mut tx = o.begin();
+            tx.put(b"bold".to_vec(), crate::encode(&band(&[(1, 10)])));
+            tx.commit();
+            o.flush().unwrap();
+        }
+        let (db, o) = open(dir.path());
+        o.track_keys(b"b").unwrap();
+        commit_touch(&o, "bold", 2, 20);
+        commit_touch(&o, "bnew", 3, 30);
+        assert_eq!(read(&o, "bold"), Some(band(&[(1, 10), (2, 20)])));
+        assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30)])));
+        // A transaction dropped without commit changes nothing, though it
+        // had the record decoded.
+        {
+            let mut tx = o.begin();
+            touch(&mut tx, "bold", 9, 90);
+            touch(&mut tx, "bnever", 9, 90);
+        }
+        assert_eq!(read(&o, "bold"), Some(band(&[(1, 10), (2, 20)])));
+        assert_eq!(read(&o, "bnever"), None);
+        // Two changes of one key in one transaction both apply.
+        {
+            let mut tx = o.begin();
+            touch(&mut tx, "btwice", 1, 1);
+            touch(&mut tx, "btwice", 2, 2);
+            tx.commit();
+        }
+        assert_eq!(read(&o, "btwice"), Some(band(&[(1, 1), (2, 2)])));
+        let scanned: Vec<_> = o.scan_prefix(b"b").unwrap();
+        assert_eq!(
+            scanned,
+            [
+                (
+                    b"bnew".to_vec(),
+                    IVec::from(crate::encode(&band(&[(3, 30)])))
+                ),
+                (
+                    b"bold".to_vec(),
+                    IVec::from(crate::encode(&band(&[(1, 10), (2, 20)])))
+                ),
+                (
+                    b"btwice".to_vec(),
+                    IVec::from(crate::encode(&band(&[(1, 1), (2, 2)])))
+                ),
+            ]
+        );
+        // A flush holds every change before it.
+        commit_touch(&o, "bflushed", 1, 1);
+        o.flush().unwrap();
+        o.settle().unwrap();
+        let in_sled = db.get(b"bflushed").unwrap();
+        assert_eq!(
+            crate::decode(b"bflushed", in_sled).unwrap(),
+            Some(band(&[(1, 1)]))
+        );
+        // A seal's flush holds what was changed before it, not after.
+        commit_touch(&o, "btwice", 3, 3);
+        o.seal().unwrap();
+        commit_touch(&o, "bnew", 4, 40);
+        commit_touch(&o, "bold", 5, 50);
+        o.flush_sealed().unwrap();
+        drop(o); // a crash: the pending changes are lost
+        drop(db);
+        let (db, o) = open(dir.path());
+        assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30)])));
+        assert_eq!(read(&o, "bold"), Some(band(&[(1, 10), (2, 20)])));
+        assert_eq!(read(&o, "btwice"), Some(band(&[(1, 1), (2, 2), (3, 3)])));
+        assert_eq!(read(&o, "bflushed"), Some(band(&[(1, 1)])));
+        // With change capture on, each commit's change is captured as bytes.
+        o.track_keys(b"b").unwrap();
+        o.enable_journal();
+        commit_touch(&o, "bnew", 6, 60);
+        let journal = o.take_journal();
+        assert_eq!(journal.len(), 1);
+        assert_eq!(journal[0].key, b"bnew");
+        assert_eq!(
+            journal[0].value.as_deref(),
+            Some(crate::encode(&band(&[(3, 30), (6, 60)])).as_slice())
+        );
+        // A later put replaces a record changed in place.
+        commit_touch(&o, "bold", 7, 70);
+        let mut tx = o.begin();
+        tx.put(b"bold".to_vec(), crate::encode(&band(&[(8, 80)])));
+        tx.commit();
+        o.flush().unwrap();
+        drop(o);
+        drop(db);
+        // Untracked: read from sled, and decoded for the caller to keep.
+        let (_db, o) = open(dir.path());
+        assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30), (6, 60)])));
+        assert_eq!(read(&o, "bold"), Some(band(&[(8, 80)])));
+        let mut decoded = None;
+        o.read_typed::<BandRecord, _>(&[b"bnew".to_vec()], &mut decoded, |_| ())
+            .unwrap();
+        assert_eq!(decoded, Some(vec![Some(band(&[(3, 30), (6, 60)]))]));
     }
 
     #[test]
