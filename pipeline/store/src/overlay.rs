@@ -186,6 +186,18 @@ pub trait Typed: std::any::Any + Send + std::fmt::Debug {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
+impl<T: serde::Serialize + Send + std::fmt::Debug + 'static> Typed for T {
+    fn encode(&self) -> Vec<u8> {
+        crate::encode(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 /// The longest value an [`IVec`] holds without a heap allocation.
 const INLINE: usize = 22;
 

@@ -434,22 +434,3 @@ mod tests {
         assert_eq!(sellers_in_two_buckets([vec![0u64, 7], vec![0, 8]]), 1);
     }
 }
-
-/// Records kept decoded between flushes in a resident keyspace (see
-/// [`crate::overlay::Typed`]).
-macro_rules! typed {
-    ($($t:ty),*) => {$(
-        impl crate::overlay::Typed for $t {
-            fn encode(&self) -> Vec<u8> {
-                crate::encode(self)
-            }
-            fn as_any(&self) -> &dyn std::any::Any {
-                self
-            }
-            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-                self
-            }
-        }
-    )*};
-}
-typed!(BandRecord, PriceRecord);
