@@ -184,7 +184,12 @@ fn thread_cpu() -> std::time::Duration {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 (1-based): 11 and 12 here.
     std::time::Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
