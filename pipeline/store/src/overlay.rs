@@ -222,6 +222,20 @@ impl Slot {
             Slot::Typed { rec, .. } => IVec::from(rec.encode()),
         }
     }
+
+    /// The record's bytes, for the pending layer: the slot is clean after
+    /// it, and keeps the record decoded unless its bytes fit in the slot
+    /// itself (cheaper than a decoded record on the heap; most text bands
+    /// have one seller).
+    fn encode_clean(&mut self) -> IVec {
+        let v = self.bytes();
+        let small = v.len() <= INLINE;
+        match std::mem::replace(self, Slot::Bytes(v.clone())) {
+            Slot::Typed { rec, .. } if !small => *self = Slot::Typed { rec, dirty: false },
+            _ => {}
+        }
+        v
+    }
 }
 
 impl Resident {
@@ -376,18 +390,8 @@ impl Inner {
             let Some(slot) = r.map.get_mut(&key) else {
                 continue;
             };
-            if !matches!(slot, Slot::Typed { dirty: true, .. }) {
-                continue;
-            }
-            let v = slot.bytes();
-            pending.insert(key.to_vec(), Some(v.clone()));
-            let small = v.len() <= INLINE;
-            match std::mem::replace(slot, Slot::Bytes(v)) {
-                // Bytes that fit in the slot itself are cheaper than a
-                // decoded record on the heap (most text bands have one
-                // seller); larger records stay decoded.
-                Slot::Typed { rec, .. } if !small => *slot = Slot::Typed { rec, dirty: false },
-                _ => {}
+            if matches!(slot, Slot::Typed { dirty: true, .. }) {
+                pending.insert(key.to_vec(), Some(slot.encode_clean()));
             }
         }
     }
@@ -1173,8 +1177,7 @@ impl Tx<'_> {
             if capture {
                 // The changelog takes every change: encoded now.
                 if let Some(slot) = r.map.get_mut(key.as_slice()) {
-                    let v = slot.bytes();
-                    *slot = Slot::Bytes(v.clone());
+                    let v = slot.encode_clean();
                     if let Some(journal) = journal.as_mut() {
                         journal.push(Change {
                             key: key.clone(),
