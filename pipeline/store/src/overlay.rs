@@ -258,32 +258,27 @@ impl Resident {
         }
     }
 
-    /// The record under `key` decoded as a `T` (decoded once and kept so
-    /// while the key is not written otherwise); `None`: no record.
-    fn typed<T: Typed + DeserializeOwned>(&mut self, key: &[u8]) -> Result<Option<&mut T>> {
+    /// Decodes the record under `key` as a `T` where it is (once: it stays
+    /// decoded while the key is not written otherwise). No record: nothing.
+    fn decode_in_place<T: Typed + DeserializeOwned>(&mut self, key: &[u8]) -> Result<()> {
         let Some(slot) = self.map.get_mut(key) else {
-            return Ok(None);
+            return Ok(());
         };
-        if let Slot::Bytes(v) = slot {
-            let rec: Option<T> = crate::decode(key, Some(&*v))?;
-            if let Some(rec) = rec {
-                *slot = Slot::Typed {
-                    rec: Box::new(rec),
-                    dirty: false,
-                };
-            }
-        }
         match slot {
-            Slot::Typed { rec, .. } => {
-                rec.as_any_mut()
-                    .downcast_mut::<T>()
-                    .map(Some)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        message: "read as two different record types".into(),
-                    })
+            Slot::Bytes(v) => {
+                if let Some(rec) = crate::decode::<T>(key, Some(&*v))? {
+                    *slot = Slot::Typed {
+                        rec: Box::new(rec),
+                        dirty: false,
+                    };
+                }
+                Ok(())
             }
-            Slot::Bytes(_) => Ok(None),
+            Slot::Typed { rec, .. } if rec.as_any().is::<T>() => Ok(()),
+            Slot::Typed { .. } => Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: "read as two different record types".into(),
+            }),
         }
     }
 
@@ -479,7 +474,7 @@ impl Overlay {
             .filter(|r| keys.iter().all(|k| r.holds(k)))
         {
             for k in keys {
-                r.typed::<T>(k)?;
+                r.decode_in_place::<T>(k)?;
             }
             let recs: Vec<Option<&T>> = keys.iter().map(|k| r.typed_ref::<T>(k)).collect();
             return Ok(f(&recs));
@@ -1074,7 +1069,7 @@ impl Tx<'_> {
             Some(r) if r.holds(&key) && !wrote => {
                 // Decoded now (under the transaction's lock: nothing else
                 // sees the key meanwhile), changed at commit.
-                r.typed::<T>(&key)?;
+                r.decode_in_place::<T>(&key)?;
                 let update = Update(Box::new(move |current| {
                     match current.and_then(|rec| rec.as_any_mut().downcast_mut::<T>()) {
                         Some(rec) => {
