@@ -143,7 +143,7 @@ pub struct HistoryConfig {
     /// memory for speed, growing with the number of sellers and with the
     /// listings within the duplicate window (sellers are never dropped).
     /// Measured (BENCHMARKS.md, 2026-11-24 7th and 9th sessions): history
-    /// bench with 1M sellers +33% for +200 MB; 400k-event replay +8–25% for
+    /// bench with 1M sellers +33% for +200 MB; 400k-event replay +1–25% for
     /// +80–90 MB; 1M events (355k sellers) +8% for +200 MB. Off: sled's page
     /// cache bounds that memory.
     pub resident_history: bool,
