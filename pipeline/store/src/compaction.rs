@@ -88,6 +88,9 @@ impl Compactor {
     /// Compacts as of the start of a day (`now`, see [`day_start`]); what
     /// is still above sled is left for the next day.
     pub(crate) fn compact_at(&self, now: i64) -> Result<u64> {
+        // The scans below read sled: what is durable goes in first (the
+        // writes of resident keyspaces wait for a checkpoint otherwise).
+        self.overlay.settle()?;
         let cutoff = now - self.config.retention_days * DAY_MS;
         let ident_cut = now - self.config.ident_window_days * DAY_MS;
         let band_cut = now - self.config.duplicate_window_days * DAY_MS;

@@ -17,6 +17,10 @@
 //! batch's epoch as applied, syncs sled and deletes the file. Until then the
 //! batch stays readable here, so readers never see sled half-updated.
 //!
+//! Resident keyspaces ([`Overlay::track_keys`]) are answered from memory;
+//! their writes are held back from sled and put in by checkpoints
+//! ([`Held`]), their batches' log files kept until then.
+//!
 //! At open, every log file newer than the applied epoch is applied again,
 //! in epoch order (each holds the final value of its keys, so applying one
 //! twice changes nothing); older ones and temporary files (a flush that
@@ -47,6 +51,28 @@ const CACHE_CAP: usize = 100_000;
 /// the events).
 const MAX_APPLYING: usize = 2;
 
+/// Writes of resident keyspaces are held back from sled ([`Held`]) until a
+/// checkpoint puts them in: past this many distinct keys held, this many
+/// batches (the Kafka loop flushes small ones often: their log files wait
+/// for the checkpoint), or this long after the oldest — which also bounds
+/// the log a crash leaves to apply at open.
+const HOLD_KEYS: usize = 250_000;
+const HOLD_BATCHES: usize = 256;
+const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keys a checkpoint puts into sled at a time: between two batches, one
+/// such slice (about 25 ms), so a checkpoint never stalls the flushes.
+const CHECKPOINT_SLICE: usize = 4_096;
+
+/// The applier's work.
+enum Job {
+    /// A flushed batch (durable in its log file) to put into sled.
+    Batch(u64, Arc<Map>),
+    /// Someone waits for every batch up to this epoch to be wholly in sled
+    /// ([`Overlay::settle`]): what is held back goes in now.
+    Checkpoint(u64),
+}
+
 /// The maps of the overlay: keys are short, hashing them must be cheap.
 type Map = HashMap<Vec<u8>, Option<IVec>, foldhash::fast::RandomState>;
 
@@ -73,6 +99,10 @@ struct Inner {
     pending_epoch: u64,
     /// The last epoch whose log file is written (durable).
     durable: u64,
+    /// The last epoch with every batch up to it wholly in sled (the applied
+    /// epoch sled records): behind `durable` while batches are applied, and
+    /// while resident writes are held back ([`Held`]).
+    in_sled: u64,
     /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
     /// read of a key it has never seen is answered without sled. Keys of
     /// resident keyspaces are left out (the resident map answers them).
@@ -330,7 +360,7 @@ pub struct Overlay {
     /// The next epoch; held for the whole of a flush, so log files are
     /// written and applied in epoch order.
     flushing: Mutex<u64>,
-    jobs: Option<mpsc::Sender<(u64, Arc<Map>)>>,
+    jobs: Option<mpsc::Sender<Job>>,
     applier: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -423,11 +453,12 @@ impl Overlay {
             inner: Mutex::new(Inner {
                 pending_epoch: applied + 1,
                 durable: applied,
+                in_sled: applied,
                 ..Inner::default()
             }),
             applied: Condvar::new(),
         });
-        let (jobs, rx) = mpsc::channel::<(u64, Arc<Map>)>();
+        let (jobs, rx) = mpsc::channel::<Job>();
         let applier = {
             let shared = Arc::clone(&shared);
             let wal = wal.to_path_buf();
@@ -669,7 +700,7 @@ impl Overlay {
         let sent = self
             .jobs
             .as_ref()
-            .is_some_and(|jobs| jobs.send((*epoch, writes)).is_ok());
+            .is_some_and(|jobs| jobs.send(Job::Batch(*epoch, writes)).is_ok());
         *epoch += 1;
         if !sent {
             return Err(StoreError::Wal("the applier stopped".into()));
@@ -709,11 +740,24 @@ impl Overlay {
         Ok(inner.durable >= epoch)
     }
 
-    /// Waits until every flushed batch is in sled (before reading sled
-    /// directly: scans, compaction, counts).
+    /// Waits until every batch flushed so far is wholly in sled, held-back
+    /// writes included (before reading sled directly: compaction's scans,
+    /// counts). Batches flushed meanwhile are not waited for.
     pub fn settle(&self) -> Result<()> {
         let mut inner = self.inner();
-        while !inner.applying.is_empty() && inner.failed.is_none() {
+        inner.check()?;
+        let target = inner.durable;
+        if inner.in_sled < target {
+            // Behind the batches up to it in the applier's queue.
+            let asked = self
+                .jobs
+                .as_ref()
+                .is_some_and(|jobs| jobs.send(Job::Checkpoint(target)).is_ok());
+            if !asked {
+                return Err(StoreError::Wal("the applier stopped".into()));
+            }
+        }
+        while inner.in_sled < target && inner.failed.is_none() {
             inner = self
                 .shared
                 .applied
@@ -738,7 +782,7 @@ impl Overlay {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         let mut inner = self.inner();
         inner.materialize();
-        scan_layers(&self.shared.db, prefix, layers(&inner))
+        scan_layers(&self.shared.db, &inner, prefix, std::iter::empty())
     }
 }
 
@@ -763,24 +807,202 @@ fn layers(inner: &Inner) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
 }
 
 /// The applier: each flushed batch into sled, in epoch order.
-fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<(u64, Arc<Map>)>) {
-    for (epoch, writes) in jobs {
-        if let Err(e) = apply(&shared.db, wal, epoch, &writes) {
-            let why = format!("applying log batch {epoch} to sled: {e}");
-            tracing::error!("{why}");
-            lock(&shared.inner).failed = Some(why);
-            shared.applied.notify_all();
-            return;
+///
+/// Once keyspaces are resident ([`Overlay::track_keys`]), their writes are
+/// held back ([`Held`]) and put into sled by checkpoints, a slice between
+/// two batches: reads never reach sled for them, and a text band, a price
+/// or a seller written by many batches costs sled one insert per
+/// checkpoint instead of one per batch.
+fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
+    let mut held = Held::default();
+    loop {
+        // A checkpoint under way goes on between batches; an idle applier
+        // wakes up for the held writes' time limit.
+        let job = if held.checkpoint.is_some() {
+            match jobs.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else if held.epochs.is_empty() {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        } else {
+            match jobs.recv_timeout(HOLD_TIME) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        let done = match job {
+            Some(Job::Batch(epoch, writes)) => held
+                .batch(shared, wal, epoch, writes)
+                .map_err(|e| format!("applying log batch {epoch} to sled: {e}")),
+            Some(Job::Checkpoint(epoch)) => {
+                held.wanted = held.wanted.max(epoch);
+                Ok(())
+            }
+            None => Ok(()),
         }
+        .and_then(|()| {
+            held.advance(shared, wal)
+                .map_err(|e| format!("checkpointing into sled: {e}"))
+        });
+        if let Err(why) = done {
+            return failed(shared, why);
+        }
+    }
+    // Closing: everything held goes into sled (else the next open applies
+    // the log — correct, only slower).
+    held.wanted = u64::MAX;
+    while held.checkpoint.is_some() || !held.epochs.is_empty() {
+        if let Err(e) = held.advance(shared, wal) {
+            return failed(shared, format!("checkpointing into sled: {e}"));
+        }
+    }
+}
+
+/// Stops the applier: every later flush reports `why`.
+fn failed(shared: &Shared, why: String) {
+    tracing::error!("{why}");
+    lock(&shared.inner).failed = Some(why);
+    shared.applied.notify_all();
+}
+
+/// The resident writes of applied batches that sled does not have yet: the
+/// last value of each key. Their batches' log files stay, and the applied
+/// epoch sled records stays below them, until a checkpoint has put them
+/// into sled; a crash before re-applies those files at open, in epoch
+/// order (each holds the final values of its keys: applying one again over
+/// newer values is undone by the newer files after it).
+#[derive(Default)]
+struct Held {
+    writes: Map,
+    /// The applied batches whose resident writes are in `writes`.
+    epochs: Vec<u64>,
+    /// When the oldest of them was held.
+    since: Option<std::time::Instant>,
+    /// Someone waits for every batch up to this epoch to be in sled.
+    wanted: u64,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Held writes on their way into sled, in key order.
+struct Checkpoint {
+    writes: Vec<(Vec<u8>, Option<IVec>)>,
+    done: usize,
+    epochs: Vec<u64>,
+}
+
+impl Held {
+    /// A batch into sled but the writes of resident keyspaces, which are
+    /// held (all of it at once, as before, while nothing is resident).
+    fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
+        let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
+        let whole = match resident {
+            None if self.epochs.is_empty() && self.checkpoint.is_none() => {
+                apply(&shared.db, wal, epoch, &writes)?;
+                true
+            }
+            _ => {
+                let holds =
+                    |k: &[u8]| resident.is_none_or(|r| k.first().is_some_and(|&b| r[b as usize]));
+                let mut keys: Vec<_> = writes.iter().filter(|(k, _)| !holds(k)).collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in keys {
+                    put(&shared.db, k, v)?;
+                }
+                for (k, v) in writes.iter().filter(|(k, _)| holds(k)) {
+                    match self.writes.get_mut(k) {
+                        Some(slot) => *slot = v.clone(),
+                        None => {
+                            self.writes.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                self.epochs.push(epoch);
+                self.since.get_or_insert_with(std::time::Instant::now);
+                false
+            }
+        };
         drop(writes);
         let mut inner = lock(&shared.inner);
         if let Some((_, done)) = inner.applying.pop_front() {
             let done = Arc::try_unwrap(done).unwrap_or_else(|shared| (*shared).clone());
             inner.applied(done);
         }
+        if whole {
+            inner.in_sled = epoch;
+        }
         drop(inner);
         shared.applied.notify_all();
+        Ok(())
     }
+
+    /// Starts a checkpoint when one is due, and puts one slice of the one
+    /// under way into sled; the last slice records its batches as applied,
+    /// syncs sled and deletes their log files.
+    fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
+        if self.checkpoint.is_none() {
+            let due = self.epochs.first().is_some_and(|&oldest| {
+                self.wanted >= oldest
+                    || self.writes.len() >= HOLD_KEYS
+                    || self.epochs.len() >= HOLD_BATCHES
+                    || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
+            });
+            if !due {
+                return Ok(());
+            }
+            let mut writes: Vec<_> = std::mem::take(&mut self.writes).into_iter().collect();
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.checkpoint = Some(Checkpoint {
+                writes,
+                done: 0,
+                epochs: std::mem::take(&mut self.epochs),
+            });
+            self.since = None;
+        }
+        let Some(c) = self.checkpoint.as_mut() else {
+            return Ok(());
+        };
+        let end = (c.done + CHECKPOINT_SLICE).min(c.writes.len());
+        for (k, v) in &c.writes[c.done..end] {
+            put(&shared.db, k, v)?;
+        }
+        c.done = end;
+        if c.done < c.writes.len() {
+            return Ok(());
+        }
+        let Some(&through) = c.epochs.last() else {
+            self.checkpoint = None;
+            return Ok(());
+        };
+        shared.db.insert(APPLIED_KEY, &through.to_be_bytes())?;
+        shared.db.flush()?;
+        for &epoch in &c.epochs {
+            remove_file(&wal_path(wal, epoch, "wal"))?;
+        }
+        tracing::debug!(
+            keys = c.writes.len(),
+            batches = c.epochs.len(),
+            through,
+            "held-back writes checkpointed into sled"
+        );
+        self.checkpoint = None;
+        lock(&shared.inner).in_sled = through;
+        shared.applied.notify_all();
+        Ok(())
+    }
+}
+
+fn put(db: &sled::Db, k: &[u8], v: &Option<IVec>) -> Result<()> {
+    match v {
+        Some(v) => db.insert(k, v.clone())?,
+        None => db.remove(k)?,
+    };
+    Ok(())
 }
 
 /// One batch into sled (keys in order: neighbours share pages), then its
@@ -789,10 +1011,7 @@ fn apply(db: &sled::Db, wal: &Path, epoch: u64, writes: &Map) -> Result<()> {
     let mut keys: Vec<_> = writes.iter().collect();
     keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (k, v) in keys {
-        match v {
-            Some(v) => db.insert(k.as_slice(), v.clone())?,
-            None => db.remove(k.as_slice())?,
-        };
+        put(db, k, v)?;
     }
     db.insert(APPLIED_KEY, &epoch.to_be_bytes())?;
     db.flush()?;
@@ -958,24 +1177,42 @@ fn recover(db: &sled::Db, wal: &Path) -> Result<u64> {
     Ok(applied)
 }
 
-/// Keys with a prefix in sled, overlaid by `layers` of pending writes
-/// (later layers win; `None` removes), in key order.
+/// Keys with a prefix as the overlay holds them, overlaid by `own` writes
+/// not committed yet (later ones win; `None` removes), in key order: from
+/// sled and the layers above it, or for a resident keyspace from the
+/// resident map (which holds every committed write; sled may lack those
+/// held back, see [`Held`]).
 fn scan_layers<'k>(
     db: &sled::Db,
+    inner: &'k Inner,
     prefix: &[u8],
-    layers: impl Iterator<Item = (&'k Vec<u8>, &'k Option<IVec>)>,
+    own: impl Iterator<Item = (&'k Vec<u8>, &'k Option<IVec>)>,
 ) -> Result<Vec<(Vec<u8>, IVec)>> {
     let mut out: std::collections::BTreeMap<Vec<u8>, IVec> = std::collections::BTreeMap::new();
-    for item in db.scan_prefix(prefix) {
-        let (k, v) = item?;
-        out.insert(k.to_vec(), v);
+    let resident = inner.resident.as_ref().filter(|r| r.holds(prefix));
+    let mut overlay = |(k, v): (&Vec<u8>, &Option<IVec>)| {
+        if k.starts_with(prefix) {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+    };
+    match resident {
+        Some(r) => {
+            for (k, slot) in r.map.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                overlay((&k.to_vec(), &Some(slot.bytes())));
+            }
+        }
+        None => {
+            for item in db.scan_prefix(prefix) {
+                let (k, v) = item?;
+                overlay((&k.to_vec(), &Some(v)));
+            }
+            layers(inner).for_each(&mut overlay);
+        }
     }
-    for (k, v) in layers.filter(|(k, _)| k.starts_with(prefix)) {
-        match v {
-            Some(v) => out.insert(k.clone(), v.clone()),
-            None => out.remove(k),
-        };
-    }
+    own.for_each(overlay);
     Ok(out.into_iter().collect())
 }
 
@@ -1097,8 +1334,8 @@ impl Tx<'_> {
     /// Keys with a prefix as this transaction sees them, in key order.
     pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         self.guard.materialize();
-        let layers = layers(&self.guard).chain(self.writes.iter().map(|(k, v)| (k, v)));
-        scan_layers(self.db, prefix, layers)
+        let own = self.writes.iter().map(|(k, v)| (k, v));
+        scan_layers(self.db, &self.guard, prefix, own)
     }
 
     pub fn commit(mut self) {
@@ -1541,6 +1778,98 @@ mod tests {
         assert_eq!(std::fs::read_dir(&wal).unwrap().count(), 0);
         // The next flush continues after the recovered epoch.
         assert_eq!(*lock(&o.flushing), 3);
+    }
+
+    #[test]
+    fn resident_writes_reach_sled_at_checkpoints_and_their_log_files_stay_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |o: &Overlay, k: &str, v: Option<&str>| {
+            let mut tx = o.begin();
+            match v {
+                Some(v) => tx.put(k.into(), v.into()),
+                None => tx.remove(k.into()),
+            }
+            tx.commit();
+        };
+        let logs = |dir: &Path| std::fs::read_dir(dir.join("wal")).unwrap().count();
+        let in_sled = |db: &sled::Db, k: &str| {
+            db.get(k.as_bytes())
+                .unwrap()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        };
+        let applied = |o: &Overlay| {
+            let started = std::time::Instant::now();
+            while !o.inner().applying.is_empty() {
+                assert!(started.elapsed().as_secs() < 30, "the applier is stuck");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        let crashed = tempfile::tempdir().unwrap();
+        {
+            let (db, o) = open(dir.path());
+            o.track_keys(b"s").unwrap();
+            put(&o, "s1", Some("1"));
+            put(&o, "x1", Some("1"));
+            o.flush().unwrap();
+            put(&o, "s1", Some("2"));
+            put(&o, "s2", Some("2"));
+            o.flush().unwrap();
+            applied(&o);
+            // Applied: the other keyspace is in sled, the resident writes
+            // are held back with both batches' log files.
+            assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
+            assert_eq!(in_sled(&db, "s1"), None);
+            assert_eq!(in_sled(&db, "s2"), None);
+            assert_eq!(logs(dir.path()), 2);
+            assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"2".as_slice()));
+            // A scan of the keyspace sees them all the same.
+            let scanned: Vec<_> = o.scan_prefix(b"s").unwrap();
+            assert_eq!(
+                scanned,
+                [
+                    (b"s1".to_vec(), IVec::from("2")),
+                    (b"s2".to_vec(), IVec::from("2"))
+                ]
+            );
+            // The disk as a crash now would leave it.
+            for sub in ["db", "wal"] {
+                copy_dir(&dir.path().join(sub), &crashed.path().join(sub));
+            }
+            // settle asks for a checkpoint: the last values, then the files go.
+            o.settle().unwrap();
+            assert_eq!(in_sled(&db, "s1").as_deref(), Some("2"));
+            assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
+            assert_eq!(logs(dir.path()), 0);
+            // Held again, a removal among them; closing checkpoints them.
+            put(&o, "s1", Some("3"));
+            put(&o, "s2", None);
+            o.flush().unwrap();
+            applied(&o);
+            assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
+            assert_eq!(logs(dir.path()), 1);
+        }
+        let (db, _o) = open(dir.path());
+        assert_eq!(logs(dir.path()), 0);
+        assert_eq!(in_sled(&db, "s1").as_deref(), Some("3"));
+        assert_eq!(in_sled(&db, "s2"), None);
+        // After the crash: the kept log files give back every held write.
+        let (db, _o) = open(crashed.path());
+        assert_eq!(logs(crashed.path()), 0);
+        assert_eq!(in_sled(&db, "s1").as_deref(), Some("2"));
+        assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
+        assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
     }
 
     #[test]
