@@ -816,24 +816,24 @@ fn layers(inner: &Inner) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
 fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
     let mut held = Held::default();
     loop {
-        // A checkpoint under way goes on between batches; an idle applier
-        // wakes up for the held writes' time limit.
-        let job = if held.checkpoint.is_some() {
+        // A checkpoint under way (or due) goes on between batches; an idle
+        // applier holding writes wakes up for their time limit.
+        let job = if held.checkpoint.is_some() || held.due() {
             match jobs.try_recv() {
                 Ok(job) => Some(job),
                 Err(mpsc::TryRecvError::Empty) => None,
                 Err(mpsc::TryRecvError::Disconnected) => break,
             }
-        } else if held.epochs.is_empty() {
-            match jobs.recv() {
-                Ok(job) => Some(job),
-                Err(_) => break,
-            }
-        } else {
-            match jobs.recv_timeout(HOLD_TIME) {
+        } else if let Some(since) = held.since {
+            match jobs.recv_timeout(HOLD_TIME.saturating_sub(since.elapsed())) {
                 Ok(job) => Some(job),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
             }
         };
         let done = match job {
@@ -944,15 +944,20 @@ impl Held {
     /// Starts a checkpoint when one is due, and puts one slice of the one
     /// under way into sled; the last slice records its batches as applied,
     /// syncs sled and deletes their log files.
-    fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
-        if self.checkpoint.is_none() {
-            let due = self.epochs.first().is_some_and(|&oldest| {
+    /// Whether the held writes are due for a checkpoint (none under way).
+    fn due(&self) -> bool {
+        self.checkpoint.is_none()
+            && self.epochs.first().is_some_and(|&oldest| {
                 self.wanted >= oldest
                     || self.writes.len() >= HOLD_KEYS
                     || self.epochs.len() >= HOLD_BATCHES
                     || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
-            });
-            if !due {
+            })
+    }
+
+    fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
+        if self.checkpoint.is_none() {
+            if !self.due() {
                 return Ok(());
             }
             let mut writes: Vec<_> = std::mem::take(&mut self.writes).into_iter().collect();
@@ -1470,14 +1475,14 @@ mod tests {
     fn tracked_reads_find_keys_sled_held_before_and_got_after() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             let mut tx = o.begin();
             tx.put(b"old".to_vec(), b"1".to_vec());
             tx.commit();
             o.flush().unwrap();
             o.settle().unwrap();
         }
-        let (_db, o) = open(dir.path());
+        let (db, o) = open(dir.path());
         let mut tx = o.begin();
         tx.put(b"pending".to_vec(), b"2".to_vec());
         tx.commit();
@@ -1514,7 +1519,7 @@ mod tests {
             tx.commit();
         };
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             for k in ["sold", "sgone", "sapplying", "xother"] {
                 put(&o, k, Some("1"));
             }
@@ -1571,7 +1576,7 @@ mod tests {
         drop(o);
         drop(db);
         // And sled got every write: reopened without tracking, same answers.
-        let (_db, o) = open(dir.path());
+        let (db, o) = open(dir.path());
         for (k, v) in expect.iter().filter(|(k, _)| *k != "xother") {
             assert_eq!(
                 o.get(k.as_bytes()).unwrap().as_deref(),
@@ -1608,7 +1613,7 @@ mod tests {
             typed
         };
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             let mut tx = o.begin();
             tx.put(b"bold".to_vec(), crate::encode(&band(&[(1, 10)])));
             tx.commit();
@@ -1697,7 +1702,7 @@ mod tests {
         drop(o);
         drop(db);
         // Untracked: read from sled, and decoded for the caller to keep.
-        let (_db, o) = open(dir.path());
+        let (db, o) = open(dir.path());
         assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30), (6, 60)])));
         assert_eq!(read(&o, "bold"), Some(band(&[(8, 80)])));
         let mut decoded = None;
@@ -1754,7 +1759,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("wal");
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             let mut tx = o.begin();
             tx.put(b"k".to_vec(), b"applied".to_vec());
             tx.put(b"gone".to_vec(), b"x".to_vec());
@@ -1860,6 +1865,35 @@ mod tests {
         assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
     }
 
+    #[test]
+    fn settle_does_not_wait_for_the_time_limit_when_a_checkpoint_ends_with_writes_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, o) = open(dir.path());
+        o.track_keys(b"s").unwrap();
+        // Enough keys for a checkpoint of their own, which takes a while...
+        let mut tx = o.begin();
+        for i in 0..HOLD_KEYS {
+            tx.put(format!("s{i:07}").into_bytes(), b"v".to_vec());
+        }
+        tx.commit();
+        o.flush().unwrap();
+        // ... while one more batch is held, and settle asks for both.
+        let mut tx = o.begin();
+        tx.put(b"s-last".to_vec(), b"w".to_vec());
+        tx.commit();
+        o.flush().unwrap();
+        let started = std::time::Instant::now();
+        o.settle().unwrap();
+        // The second checkpoint starts when the first ends, not when the
+        // held writes reach their time limit.
+        assert!(
+            started.elapsed() < HOLD_TIME / 2,
+            "settle took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(db.get(b"s-last").unwrap().as_deref(), Some(&b"w"[..]));
+    }
+
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -1876,7 +1910,7 @@ mod tests {
     fn a_sealed_flush_makes_only_the_writes_before_the_seal_durable() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             let mut tx = o.begin();
             tx.put(b"a".to_vec(), b"1".to_vec());
             tx.commit();
@@ -1900,7 +1934,7 @@ mod tests {
             o.settle().unwrap();
         } // a crash: the writes after the seal were never flushed
         {
-            let (_db, o) = open(dir.path());
+            let (db, o) = open(dir.path());
             assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"1");
             assert!(o.get(b"b").unwrap().is_none());
             // A full flush takes a sealed layer first, then the rest.
@@ -1913,7 +1947,7 @@ mod tests {
             tx.commit();
             o.flush().unwrap();
         }
-        let (_db, o) = open(dir.path());
+        let (db, o) = open(dir.path());
         assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"4");
     }
 
