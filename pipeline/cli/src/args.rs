@@ -413,8 +413,8 @@ pub struct ReplayArgs {
     pub cache_mb: u64,
     /// Keep the history's records (sellers, text bands, prices, identifier
     /// links) wholly in memory: faster history for memory that grows with
-    /// the sellers and listings (400k events: +1–25%, +80–90 MB peak RSS;
-    /// 1M events from 355k sellers: +8%, +200 MB).
+    /// the sellers and listings (400k events: +43–62%, +80–110 MB peak RSS;
+    /// 1M events from 355k sellers: +39%, +270 MB).
     #[arg(long, env = "HAECHI_RESIDENT_HISTORY")]
     pub resident_history: bool,
     #[command(flatten)]

@@ -142,10 +142,11 @@ pub struct HistoryConfig {
     /// bands, prices, identifier links) wholly in memory during long runs:
     /// memory for speed, growing with the number of sellers and with the
     /// listings within the duplicate window (sellers are never dropped).
-    /// Measured (BENCHMARKS.md, 2026-11-24 7th and 9th sessions): history
-    /// bench with 1M sellers +33% for +200 MB; 400k-event replay +1–25% for
-    /// +80–90 MB; 1M events (355k sellers) +8% for +200 MB. Off: sled's page
-    /// cache bounds that memory.
+    /// Their writes reach sled by checkpoints, not batch by batch. Measured
+    /// (BENCHMARKS.md, 10th session): history bench with 1M sellers 38k →
+    /// 47–60k cycles/s; 400k-event replay +43–62% for +80–110 MB; 1M events
+    /// (355k sellers) +39% for +270 MB. Off: sled's page cache bounds that
+    /// memory.
     pub resident_history: bool,
 }
 
