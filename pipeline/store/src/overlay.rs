@@ -1468,6 +1468,16 @@ mod tests {
             .collect()
     }
 
+    /// One transaction writing `k` (`None`: removing it).
+    fn commit_one(o: &Overlay, k: &str, v: Option<&str>) {
+        let mut tx = o.begin();
+        match v {
+            Some(v) => tx.put(k.into(), v.into()),
+            None => tx.remove(k.into()),
+        }
+        tx.commit();
+    }
+
     fn open(dir: &Path) -> (sled::Db, Overlay) {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
         let o = Overlay::open(db.clone(), &dir.join("wal")).unwrap();
@@ -1535,18 +1545,10 @@ mod tests {
     #[test]
     fn resident_keyspaces_answer_from_memory_with_every_committed_write() {
         let dir = tempfile::tempdir().unwrap();
-        let put = |o: &Overlay, k: &str, v: Option<&str>| {
-            let mut tx = o.begin();
-            match v {
-                Some(v) => tx.put(k.into(), v.into()),
-                None => tx.remove(k.into()),
-            }
-            tx.commit();
-        };
         {
             let (_db, o) = open(dir.path());
             for k in ["sold", "sgone", "sapplying", "xother"] {
-                put(&o, k, Some("1"));
+                commit_one(&o, k, Some("1"));
             }
             o.flush().unwrap();
             o.settle().unwrap();
@@ -1554,18 +1556,18 @@ mod tests {
         let (db, o) = open(dir.path());
         // Written before tracking: one batch flushed (with the applier or
         // in sled already), one pending.
-        put(&o, "sapplying", Some("2"));
+        commit_one(&o, "sapplying", Some("2"));
         o.flush().unwrap();
-        put(&o, "spending", Some("3"));
-        put(&o, "sgone", None);
+        commit_one(&o, "spending", Some("3"));
+        commit_one(&o, "sgone", None);
         let (keys, resident) = o.track_keys(b"s").unwrap();
         assert!(keys >= 4, "{keys}");
         o.settle().unwrap();
         assert_eq!(resident, 3, "sold, sapplying, spending");
         // After tracking: a new key, a changed one, a removed one.
-        put(&o, "snew", Some("4"));
-        put(&o, "sold", Some("5"));
-        put(&o, "spending", None);
+        commit_one(&o, "snew", Some("4"));
+        commit_one(&o, "sold", Some("5"));
+        commit_one(&o, "spending", None);
         let expect = [
             ("sold", Some("5")),
             ("sgone", None),
@@ -1814,14 +1816,6 @@ mod tests {
     #[test]
     fn resident_writes_reach_sled_at_checkpoints_and_their_log_files_stay_until_then() {
         let dir = tempfile::tempdir().unwrap();
-        let put = |o: &Overlay, k: &str, v: Option<&str>| {
-            let mut tx = o.begin();
-            match v {
-                Some(v) => tx.put(k.into(), v.into()),
-                None => tx.remove(k.into()),
-            }
-            tx.commit();
-        };
         let logs = |dir: &Path| std::fs::read_dir(dir.join("wal")).unwrap().count();
         let in_sled = |db: &sled::Db, k: &str| {
             db.get(k.as_bytes())
@@ -1839,11 +1833,11 @@ mod tests {
         {
             let (db, o) = open(dir.path());
             o.track_keys(b"s").unwrap();
-            put(&o, "s1", Some("1"));
-            put(&o, "x1", Some("1"));
+            commit_one(&o, "s1", Some("1"));
+            commit_one(&o, "x1", Some("1"));
             o.flush().unwrap();
-            put(&o, "s1", Some("2"));
-            put(&o, "s2", Some("2"));
+            commit_one(&o, "s1", Some("2"));
+            commit_one(&o, "s2", Some("2"));
             o.flush().unwrap();
             applied(&o);
             // Applied: the other keyspace is in sled, the resident writes
@@ -1872,8 +1866,8 @@ mod tests {
             assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
             assert_eq!(logs(dir.path()), 0);
             // Held again, a removal among them; closing checkpoints them.
-            put(&o, "s1", Some("3"));
-            put(&o, "s2", None);
+            commit_one(&o, "s1", Some("3"));
+            commit_one(&o, "s2", None);
             o.flush().unwrap();
             applied(&o);
             assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
@@ -1904,9 +1898,7 @@ mod tests {
         tx.commit();
         o.flush().unwrap();
         // ... while one more batch is held, and settle asks for both.
-        let mut tx = o.begin();
-        tx.put(b"s-last".to_vec(), b"w".to_vec());
-        tx.commit();
+        commit_one(&o, "s-last", Some("w"));
         o.flush().unwrap();
         let started = std::time::Instant::now();
         o.settle().unwrap();
