@@ -964,9 +964,6 @@ impl Held {
         Ok(())
     }
 
-    /// Starts a checkpoint when one is due, and puts one slice of the one
-    /// under way into sled; the last slice records its batches as applied,
-    /// syncs sled and deletes their log files.
     /// Whether the held writes are due for a checkpoint (none under way).
     fn due(&self) -> bool {
         self.checkpoint.is_none()
@@ -978,6 +975,9 @@ impl Held {
             })
     }
 
+    /// Starts a checkpoint when one is due, and puts one slice of the one
+    /// under way into sled; the last slice records its batches as applied,
+    /// syncs sled and deletes their log files.
     fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
         if self.checkpoint.is_none() {
             if !self.due() {
