@@ -921,22 +921,18 @@ struct Checkpoint {
 
 impl Held {
     /// A batch into sled but the writes of resident keyspaces, which are
-    /// held (all of it at once, as before, while nothing is resident).
+    /// held (all of it at once while nothing is resident: keyspaces become
+    /// resident once, at [`Overlay::track_keys`], and stay so).
     fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
         let whole = match resident {
-            None if self.epochs.is_empty() && self.checkpoint.is_none() => {
+            None => {
                 apply(&shared.db, wal, epoch, &writes)?;
                 true
             }
-            _ => {
-                let holds =
-                    |k: &[u8]| resident.is_none_or(|r| k.first().is_some_and(|&b| r[b as usize]));
-                let mut keys: Vec<_> = writes.iter().filter(|(k, _)| !holds(k)).collect();
-                keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (k, v) in keys {
-                    put(&shared.db, k, v)?;
-                }
+            Some(prefixes) => {
+                let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
+                put_in_order(&shared.db, writes.iter().filter(|(k, _)| !holds(k)))?;
                 for (k, v) in writes.iter().filter(|(k, _)| holds(k)) {
                     match self.writes.get_mut(k) {
                         Some(slot) => *slot = v.clone(),
@@ -1025,6 +1021,16 @@ impl Held {
     }
 }
 
+/// Writes into sled, keys in order (neighbours share pages).
+fn put_in_order<'a>(
+    db: &sled::Db,
+    writes: impl Iterator<Item = (&'a Vec<u8>, &'a Option<IVec>)>,
+) -> Result<()> {
+    let mut keys: Vec<_> = writes.collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    keys.into_iter().try_for_each(|(k, v)| put(db, k, v))
+}
+
 fn put(db: &sled::Db, k: &[u8], v: &Option<IVec>) -> Result<()> {
     match v {
         Some(v) => db.insert(k, v.clone())?,
@@ -1036,11 +1042,7 @@ fn put(db: &sled::Db, k: &[u8], v: &Option<IVec>) -> Result<()> {
 /// One batch into sled (keys in order: neighbours share pages), then its
 /// epoch as applied, synced; then its log file goes.
 fn apply(db: &sled::Db, wal: &Path, epoch: u64, writes: &Map) -> Result<()> {
-    let mut keys: Vec<_> = writes.iter().collect();
-    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (k, v) in keys {
-        put(db, k, v)?;
-    }
+    put_in_order(db, writes.iter())?;
     db.insert(APPLIED_KEY, &epoch.to_be_bytes())?;
     db.flush()?;
     remove_file(&wal_path(wal, epoch, "wal"))
