@@ -67,7 +67,7 @@ fn big_pack(keywords: usize, regexes: usize) -> Source {
     }
 }
 
-fn load() -> (Engine, Vec<Listing>) {
+fn load() -> (Engine, Vec<Listing>, Vec<String>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut packs = Vec::new();
     read_dir(&root.join("rules/ko"), "toml", &mut packs);
@@ -83,16 +83,16 @@ fn load() -> (Engine, Vec<Listing>) {
     };
     let engine = Engine::from_sources(&sources).unwrap();
     let text = std::fs::read_to_string(root.join("fixtures/test.jsonl")).unwrap();
-    let listings = text
-        .lines()
-        .take(5_000)
+    let lines: Vec<String> = text.lines().take(5_000).map(str::to_owned).collect();
+    let listings = lines
+        .iter()
         .map(|l| decode_listing(l.as_bytes(), &Limits::default()).unwrap())
         .collect();
-    (engine, listings)
+    (engine, listings, lines)
 }
 
 fn bench(c: &mut Criterion) {
-    let (engine, listings) = load();
+    let (engine, listings, lines) = load();
     eprintln!(
         "rule set: {} rules, {} keywords, {} regexes; {} listings",
         engine.rules().rules().len(),
@@ -119,6 +119,16 @@ fn bench(c: &mut Criterion) {
                 hits += engine.analyze(l).hits.len();
             }
             hits
+        })
+    });
+    // Decoding and validating the events' JSON (the first stage).
+    g.bench_function("decode_5000_listings", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for l in &lines {
+                n += decode_listing(l.as_bytes(), &Limits::default()).map_or(0, |l| l.body.len());
+            }
+            n
         })
     });
     g.bench_function("normalize_5000_listings", |b| {
