@@ -380,13 +380,20 @@ impl PriceRecord {
         }
     }
 
+    /// The middle price (the upper one of an even count). Read for every
+    /// priced listing: selected on the stack instead of sorting a copy (3%
+    /// of a replay's history thread).
     pub fn median(&self) -> Option<u64> {
-        if self.samples.is_empty() {
+        let mut p = [0u64; PRICE_SAMPLES];
+        let n = self.samples.len().min(PRICE_SAMPLES);
+        if n == 0 {
             return None;
         }
-        let mut p: Vec<u64> = self.samples.iter().map(|s| s.0).collect();
-        p.sort_unstable();
-        Some(p[p.len() / 2])
+        for (slot, s) in p.iter_mut().zip(self.samples.iter()) {
+            *slot = s.0;
+        }
+        let (_, &mut mid, _) = p[..n].select_nth_unstable(n / 2);
+        Some(mid)
     }
 }
 
@@ -399,6 +406,25 @@ mod tests {
         let mut all: Vec<u64> = buckets.concat();
         all.sort_unstable();
         all.chunk_by(|a, b| a == b).filter(|r| r.len() >= 2).count() as u32
+    }
+
+    #[test]
+    fn the_median_is_the_middle_of_the_sorted_samples() {
+        let mut x = 0x9e37_79b9_u64;
+        for n in 0..=PRICE_SAMPLES + 3 {
+            let mut r = PriceRecord::default();
+            for i in 0..n {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                r.add((x >> 40) % 1_000, i as i64);
+            }
+            let mut sorted: Vec<u64> = r.samples.iter().map(|s| s.0).collect();
+            sorted.sort_unstable();
+            assert_eq!(
+                r.median(),
+                sorted.get(sorted.len() / 2).copied(),
+                "{n} samples"
+            );
+        }
     }
 
     #[test]
