@@ -307,6 +307,83 @@ mod tests {
         v.to_string()
     }
 
+    /// The decoder before the fast path: one parse, the path always
+    /// tracked. The reference the fast path must answer like.
+    fn decode_tracked(text: &str, limits: &Limits) -> Result<Listing, InvalidEvent> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let wire: Wire = serde_path_to_error::deserialize(&mut de).map_err(classify)?;
+        de.end().map_err(|e| InvalidEvent::InvalidJson {
+            message: e.to_string(),
+        })?;
+        validate(wire, limits)
+    }
+
+    #[test]
+    fn the_fast_path_answers_like_the_tracked_parse() {
+        let values = [
+            "null",
+            "1",
+            "-1",
+            "1.5",
+            "1e3",
+            "99999999999999999999",
+            "\"\"",
+            "\"x\"",
+            "\"created\"",
+            "\"2026-11-01T10:00:00Z\"",
+            "\"2026-13-01T10:00:00Z\"",
+            "[]",
+            "{}",
+            "true",
+            r#"{"fraud":true}"#,
+            r#"{"fraud":"yes"}"#,
+        ];
+        let fields = [
+            "event_id",
+            "listing_id",
+            "seller_id",
+            "event",
+            "title",
+            "body",
+            "price",
+            "category",
+            "region",
+            "created_at",
+            "seller_joined_at",
+            "image_count",
+            "label",
+            "other",
+        ];
+        let mut inputs: Vec<String> = vec![GOOD.to_owned()];
+        for f in fields {
+            inputs.push(without(f));
+            for v in values {
+                inputs.push(with(f, v));
+            }
+        }
+        // Every prefix of a valid event (cut mid-token, mid-string, mid-char
+        // boundary excluded: the input is a str), and trailing bytes.
+        for (i, _) in GOOD.char_indices() {
+            inputs.push(GOOD[..i].to_owned());
+        }
+        for tail in [" ", "\n", " x", "{}", ",", "]"] {
+            inputs.push(format!("{GOOD}{tail}"));
+        }
+        let limits = Limits::default();
+        for text in &inputs {
+            let trimmed = text.trim();
+            if trimmed.is_empty() || !trimmed.starts_with('{') {
+                continue; // answered before either parse
+            }
+            assert_eq!(
+                decode_listing(text.as_bytes(), &limits),
+                decode_tracked(trimmed, &limits),
+                "{text}"
+            );
+        }
+        assert!(inputs.len() > 300, "{}", inputs.len());
+    }
+
     #[test]
     fn good_event_decodes_with_defaults() {
         let l = decode_listing(GOOD.as_bytes(), &Limits::default()).unwrap();
