@@ -384,15 +384,23 @@ impl PriceRecord {
     /// priced listing: selected on the stack instead of sorting a copy (3%
     /// of a replay's history thread).
     pub fn median(&self) -> Option<u64> {
-        let mut p = [0u64; PRICE_SAMPLES];
-        let n = self.samples.len().min(PRICE_SAMPLES);
-        if n == 0 {
-            return None;
-        }
+        let n = self.samples.len();
+        let mut stack = [0u64; PRICE_SAMPLES];
+        // (More than `add` keeps only from a damaged or foreign record.)
+        let mut heap = Vec::new();
+        let p: &mut [u64] = if n <= PRICE_SAMPLES {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, 0);
+            &mut heap
+        };
         for (slot, s) in p.iter_mut().zip(self.samples.iter()) {
             *slot = s.0;
         }
-        let (_, &mut mid, _) = p[..n].select_nth_unstable(n / 2);
+        if p.is_empty() {
+            return None;
+        }
+        let (_, &mut mid, _) = p.select_nth_unstable(n / 2);
         Some(mid)
     }
 }
@@ -416,6 +424,11 @@ mod tests {
             for i in 0..n {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 r.add((x >> 40) % 1_000, i as i64);
+            }
+            if n == PRICE_SAMPLES + 3 {
+                // Past the cap (only a record `add` did not build).
+                r.samples.push((7, 0));
+                r.samples.push((7, 0));
             }
             let mut sorted: Vec<u64> = r.samples.iter().map(|s| s.0).collect();
             sorted.sort_unstable();
