@@ -1,6 +1,7 @@
 //! The model stage: feature extraction (text and dense) and the sparse dot
 //! product with the committed default model, on listings whose rule stage
-//! already ran (it is benchmarked on its own in `rules`).
+//! already ran (it is benchmarked on its own in `rules`); and the decision
+//! on the listings it flags (reasons, score, the model's explanation).
 //!
 //! `cargo bench -p haechi-engine --bench model`
 
@@ -65,6 +66,36 @@ fn bench(c: &mut Criterion) {
                 sum += model.logit(&t, &d);
             }
             sum
+        })
+    });
+    g.finish();
+
+    // The decision on the listings the policy flags: with a model, each
+    // explains its top features for the moderator.
+    let engine = engine.with_model(Some(std::sync::Arc::new(model)));
+    let analyses: Vec<_> = listings.iter().map(|l| engine.analyze(l)).collect();
+    let flagged: Vec<usize> = (0..listings.len())
+        .filter(|&i| {
+            engine
+                .decide(&listings[i], &analyses[i], &snap)
+                .action
+                .is_flag()
+        })
+        .collect();
+    eprintln!("{} of {} listings flagged", flagged.len(), listings.len());
+    let mut g = c.benchmark_group("decision");
+    g.throughput(Throughput::Elements(flagged.len() as u64));
+    g.sample_size(20);
+    g.bench_function("decide_flagged_listings", |b| {
+        b.iter(|| {
+            let mut reasons = 0usize;
+            for &i in &flagged {
+                reasons += engine
+                    .decide(&listings[i], &analyses[i], &snap)
+                    .reasons
+                    .len();
+            }
+            reasons
         })
     });
     g.finish();

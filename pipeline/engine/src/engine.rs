@@ -3,7 +3,7 @@
 
 use crate::contract::{Action, EventKind, Listing, Reason, ReasonSource, Verdict, Versions};
 use crate::extract::{extract, Facts};
-use crate::features::{dense_features, dense_name, text_features, Features};
+use crate::features::{dense_features, dense_name, text_features, Features, NamesOf};
 use crate::history::{self, SellerSnapshot};
 use crate::model::{sigmoid, Model};
 use crate::normalize::{normalize, Normalized};
@@ -267,8 +267,13 @@ impl Engine {
             return String::new();
         };
         let top = model.top_contributions(&[&a.text_features, dense], 5);
-        let mut names: Vec<(u32, String)> = Vec::new();
-        if top.iter().any(|(i, _)| dense_name(*i).is_none()) {
+        let wanted: Vec<u32> = top
+            .iter()
+            .map(|&(i, _)| i)
+            .filter(|&i| dense_name(i).is_none())
+            .collect();
+        let mut names = NamesOf::new(&wanted);
+        if !wanted.is_empty() {
             let RuleStage {
                 title,
                 body,
@@ -280,9 +285,13 @@ impl Engine {
         }
         top.iter()
             .map(|(i, c)| {
-                let name = dense_name(*i)
-                    .map(str::to_owned)
-                    .or_else(|| names.iter().find(|(b, _)| b == i).map(|(_, n)| n.clone()));
+                let name = dense_name(*i).map(str::to_owned).or_else(|| {
+                    names
+                        .names
+                        .iter()
+                        .find(|(b, _)| b == i)
+                        .map(|(_, n)| n.clone())
+                });
                 format!("{} {c:+.2}", name.unwrap_or_else(|| format!("#{i}")))
             })
             .collect::<Vec<_>>()

@@ -233,3 +233,52 @@ fn the_text_score_computed_with_the_analysis_changes_no_verdict() {
     }
     assert!(checked >= 200, "{checked}");
 }
+
+/// Naming only the wanted buckets gives each the name the full naming pass
+/// finds first for it, and names nothing else.
+#[test]
+fn names_of_the_wanted_buckets_equal_the_first_of_the_full_naming() {
+    use haechi_engine::features::{text_features, NamesOf};
+    let engine = real_engine();
+    let text = std::fs::read_to_string(root().join("../../fixtures/handpicked.jsonl")).unwrap();
+    let mut compared = 0;
+    for line in text.lines() {
+        let Ok(l) = haechi_engine::decode_listing(line.as_bytes(), &Default::default()) else {
+            continue;
+        };
+        let rs = engine.rule_stage(&l);
+        let mut all: Vec<(u32, String)> = Vec::new();
+        let f = text_features(
+            &rs.title,
+            &rs.body,
+            &rs.hits,
+            &rs.facts,
+            engine.rules(),
+            &mut all,
+        );
+        // Every third bucket of the listing, and one it does not have.
+        let mut wanted: Vec<u32> = f.idx.iter().copied().step_by(3).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let absent = (0..u32::MAX).find(|b| !f.idx.contains(b)).unwrap();
+        wanted.push(absent);
+        let mut some = NamesOf::new(&wanted);
+        let g = text_features(
+            &rs.title,
+            &rs.body,
+            &rs.hits,
+            &rs.facts,
+            engine.rules(),
+            &mut some,
+        );
+        assert_eq!(f, g, "naming must not change the features");
+        for &b in &wanted {
+            let first = all.iter().find(|(x, _)| *x == b).map(|(_, n)| n);
+            let got = some.names.iter().find(|(x, _)| *x == b).map(|(_, n)| n);
+            assert_eq!(got, first, "{}: bucket {b}", l.event_id);
+            compared += 1;
+        }
+        assert_eq!(some.names.len(), wanted.len() - 1, "{}", l.event_id);
+    }
+    assert!(compared > 1_000, "{compared}");
+}
