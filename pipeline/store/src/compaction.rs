@@ -182,6 +182,18 @@ impl Compactor {
     ) -> Result<u64> {
         const TX_RECORDS: usize = 64;
         let mut changed = 0u64;
+        // A resident keyspace is not in sled: its keys are read from memory
+        // and every record is checked by `rewrite`, a few at a time.
+        if let Some(keys) = self.overlay.resident_keys(prefix) {
+            for chunk in keys.chunks(TX_RECORDS) {
+                if self.stopped() {
+                    break;
+                }
+                changed += self.rewrite(chunk, &prune)?;
+                self.let_the_loop_flush()?;
+            }
+            return Ok(changed);
+        }
         let mut due: Vec<sled::IVec> = Vec::with_capacity(TX_RECORDS);
         for item in self.db.scan_prefix([prefix]) {
             if self.stopped() {

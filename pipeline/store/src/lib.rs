@@ -31,6 +31,7 @@
 
 pub mod changelog;
 mod compaction;
+mod image;
 mod migrate;
 pub mod overlay;
 pub mod records;
@@ -79,6 +80,8 @@ const RESIDENT: &[u8] = &[keys::SELLER, keys::BAND, keys::PRICE, keys::IDENT];
 
 /// The log's directory inside the store's directory.
 const WAL_DIR: &str = "wal";
+/// The history image of a store with resident keyspaces (see [`image`]).
+const HISTORY_DIR: &str = "history";
 
 /// The META key of the last day compacted.
 const COMPACTED_DAY: &[u8] = b"mcompacted_day";
@@ -301,7 +304,12 @@ impl Store {
         })?;
         let upgrade_from = check_format(&db, path)?;
         // A format-3 log holds format-3 records: applied before the upgrade.
-        let overlay = Overlay::open(db.clone(), &path.join(WAL_DIR))?;
+        let overlay = Overlay::open(
+            db.clone(),
+            &path.join(WAL_DIR),
+            &path.join(HISTORY_DIR),
+            RESIDENT,
+        )?;
         if let Some(from) = upgrade_from {
             migrate::upgrade(&db, from)?;
         }
@@ -339,12 +347,7 @@ impl Store {
     /// (see [`overlay`]). One-off commands leave it.
     pub fn track_keys(&self) -> Result<()> {
         let started = std::time::Instant::now();
-        let resident = if self.config.resident_history {
-            RESIDENT
-        } else {
-            &[]
-        };
-        let (keys, resident) = self.overlay.track_keys(resident)?;
+        let (keys, resident) = self.overlay.track_keys(self.config.resident_history)?;
         tracing::info!(
             keys,
             resident,
@@ -934,9 +937,10 @@ impl Store {
         self.overlay.pending()
     }
 
-    /// Bytes on disk (sled's files and the log not yet applied).
+    /// Bytes on disk (sled's files, the log not yet applied and the history
+    /// image).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()? + self.overlay.wal_bytes())
+        Ok(self.db.size_on_disk()? + self.overlay.file_bytes())
     }
 
     /// Number of records per keyspace (for reports and tests).
@@ -972,6 +976,17 @@ impl Store {
             if seen % 100_000 == 0 {
                 progress(seen);
             }
+        }
+        // Resident keyspaces are in memory (and the history image), not sled.
+        for (p, records, bytes, largest) in self.overlay.resident_stats() {
+            let space = spaces.entry(p).or_insert_with(|| KeyspaceStats {
+                prefix: p as char,
+                name: keyspace_name(p),
+                ..Default::default()
+            });
+            space.records += records;
+            space.bytes += bytes;
+            space.largest = space.largest.max(largest);
         }
         let meta = |key: &[u8]| -> Result<Option<String>> {
             Ok(decode::<i64>(key, self.overlay.get(key)?)?

@@ -33,7 +33,7 @@
 //! (sled pulling a page per key) took 40% of the history thread; now it
 //! runs on another core while the history thread reads.
 
-use crate::{Result, StoreError};
+use crate::{image, Result, StoreError};
 use serde::de::DeserializeOwned;
 use sled::IVec;
 use std::collections::{HashMap, VecDeque};
@@ -59,10 +59,6 @@ const MAX_APPLYING: usize = 2;
 const HOLD_KEYS: usize = 250_000;
 const HOLD_BATCHES: usize = 256;
 const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Keys a checkpoint puts into sled at a time: between two batches, one
-/// such slice (about 25 ms), so a checkpoint never stalls the flushes.
-const CHECKPOINT_SLICE: usize = 4_096;
 
 /// A flush's log buffer is kept for the next one up to this capacity (a
 /// day-set replay's flushes write 10–25 MB; a bigger one is let go).
@@ -277,6 +273,18 @@ impl Slot {
 }
 
 impl Resident {
+    fn new(prefixes: &[u8]) -> Resident {
+        let mut r = Resident {
+            prefixes: [false; 256],
+            map: HashMap::default(),
+            dirty: Vec::new(),
+        };
+        for &b in prefixes {
+            r.prefixes[b as usize] = true;
+        }
+        r
+    }
+
     fn holds(&self, key: &[u8]) -> bool {
         key.first().is_some_and(|&b| self.prefixes[b as usize])
     }
@@ -355,6 +363,10 @@ pub struct Change {
 #[derive(Debug)]
 struct Shared {
     db: sled::Db,
+    /// The history image's directory (see [`crate::image`]).
+    history: PathBuf,
+    /// The one-byte key prefixes of the keyspaces the image holds.
+    prefixes: Vec<u8>,
     inner: Mutex<Inner>,
     /// Signalled when a batch becomes durable, and when the applier
     /// finishes (or fails) one.
@@ -469,16 +481,23 @@ impl Inner {
 }
 
 impl Overlay {
-    /// The overlay of `db`, its log in `wal`: applies what a crash left in
-    /// the log, then starts the applier.
-    pub fn open(db: sled::Db, wal: &Path) -> Result<Overlay> {
-        let applied = recover(&db, wal)?;
+    /// The overlay of `db`, its log in `wal`: loads the history image in
+    /// `history` when the store has one (its keyspaces, the one-byte key
+    /// prefixes `prefixes`, are then resident from the start, see
+    /// [`crate::image`]), applies what a crash left in the log, then starts
+    /// the applier.
+    pub fn open(db: sled::Db, wal: &Path, history: &Path, prefixes: &[u8]) -> Result<Overlay> {
+        let mut resident = load_image(&db, history, prefixes)?;
+        let applied = recover(&db, wal, history, resident.as_mut())?;
         let shared = Arc::new(Shared {
             db,
+            history: history.to_path_buf(),
+            prefixes: prefixes.to_vec(),
             inner: Mutex::new(Inner {
                 pending_epoch: applied + 1,
                 durable: applied,
                 in_sled: applied,
+                resident,
                 ..Inner::default()
             }),
             applied: Condvar::new(),
@@ -592,42 +611,86 @@ impl Overlay {
             .unwrap_or_default()
     }
 
-    /// Starts tracking which keys exist (see [`Present`]) and holds the
-    /// keyspaces whose one-byte prefixes are in `resident` in memory (see
-    /// [`Resident`]): reads every record of sled once, so it is for
+    /// Starts tracking which keys exist (see [`Present`]) and, when
+    /// `resident`, holds the history keyspaces (the prefixes given to
+    /// [`Overlay::open`]) in memory (see [`Resident`]): reads every record
+    /// of sled once, so it is for
     /// long-running loops, not one-off commands. Returns the number of keys
     /// found and how many of them are resident.
-    pub fn track_keys(&self, resident: &[u8]) -> Result<(usize, usize)> {
-        // Under the lock: a batch applied while sled is scanned is still in
-        // `applying` (the applier leaves it only under this lock).
-        let mut inner = self.inner();
-        if inner.present.is_some() {
+    ///
+    /// A store keeps its resident keyspaces in the history image
+    /// ([`crate::image`]), not in sled: asked to make them resident, a store
+    /// holding them in sled moves them into a new image (written whole,
+    /// then removed from sled); asked for none, a store with an image puts
+    /// them back into sled and deletes the image. A crash in between leaves
+    /// a store whose image, if there is one, holds everything (sled's
+    /// leftovers are removed at the next open).
+    pub fn track_keys(&self, resident: bool) -> Result<(usize, usize)> {
+        let resident: &[u8] = if resident { &self.shared.prefixes } else { &[] };
+        let (tracking, holds) = {
+            let inner = self.inner();
+            (inner.present.is_some(), inner.resident.is_some())
+        };
+        if tracking {
             return Ok((0, 0));
         }
-        let mut res = Resident {
-            prefixes: [false; 256],
-            map: HashMap::default(),
-            dirty: Vec::new(),
-        };
-        for &b in resident {
-            res.prefixes[b as usize] = true;
+        let moving = holds == resident.is_empty();
+        // Under the lock from here: a batch applied while sled is scanned is
+        // still in `applying` (the applier leaves it only under this lock).
+        let mut inner = self.inner();
+        // The history moves: everything flushed must be where it is first.
+        while moving && (!inner.applying.is_empty() || inner.in_sled < inner.durable) {
+            drop(inner);
+            self.settle()?;
+            inner = self.inner();
         }
+        if moving && holds {
+            self.history_into_sled(&mut inner)?;
+        }
+        let mut res = inner.resident.take().unwrap_or_else(|| Resident::new(resident));
+        let importing = moving && !resident.is_empty();
         let mut present = Present::new();
         let mut n = 0;
+        // Sled's records in key order: the resident ones, for a new image.
+        let mut base: Vec<(IVec, IVec)> = Vec::new();
         for item in self.shared.db.iter() {
             let (key, value) = item?;
             n += 1;
             if res.holds(&key) {
-                res.map.insert(key, Slot::Bytes(value));
+                if importing {
+                    base.push((key.clone(), value.clone()));
+                    res.map.insert(key, Slot::Bytes(value));
+                }
             } else {
                 present.insert(&key);
             }
         }
+        if importing {
+            let epoch = inner.in_sled;
+            image::write(
+                &self.shared.history,
+                false,
+                epoch,
+                base.iter().map(|(k, v)| (k.as_ref(), Some(v.as_ref()))),
+            )?;
+            for (k, _) in &base {
+                self.shared.db.remove(k)?;
+            }
+            self.shared.db.flush()?;
+            tracing::info!(
+                records = base.len(),
+                epoch,
+                "history keyspaces moved from sled into the history image"
+            );
+        }
+        n += res.map.len() - base.len();
         for (k, v) in layers(&inner) {
-            if res.holds(k) {
-                res.set(k, v);
-            } else {
+            if !res.holds(k) {
                 present.insert(k);
+            } else if importing {
+                // (A store resident before has every committed write in its
+                // map already, and placeholders in its layers.)
+                res.set(k, v);
             }
         }
         // The read cache holds nothing resident from now on.
@@ -636,6 +699,36 @@ impl Overlay {
         inner.present = Some(present);
         inner.resident = (!resident.is_empty()).then_some(res);
         Ok((n, resident_keys))
+    }
+
+    /// Puts the resident keyspaces back into sled and deletes the history
+    /// image (everything flushed is applied: see [`Overlay::track_keys`]).
+    fn history_into_sled(&self, inner: &mut Inner) -> Result<()> {
+        // Records changed in place become bytes in the pending layer (which
+        // now goes to sled whole).
+        inner.materialize();
+        let Some(r) = inner.resident.take() else {
+            return Ok(());
+        };
+        let mut records: Vec<(IVec, IVec)> = r
+            .map
+            .into_iter()
+            .map(|(k, slot)| {
+                let v = slot.bytes();
+                (k, v)
+            })
+            .collect();
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in &records {
+            self.shared.db.insert(k, v.clone())?;
+        }
+        self.shared.db.flush()?;
+        image::remove_all(&self.shared.history)?;
+        tracing::info!(
+            records = records.len(),
+            "history keyspaces moved from the history image back into sled"
+        );
+        Ok(())
     }
 
     /// Number of pending writes.
@@ -802,15 +895,58 @@ impl Overlay {
         inner.check()
     }
 
-    /// Bytes of log files not yet applied.
-    pub fn wal_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.wal)
+    /// Bytes of the overlay's own files: log files not yet applied and the
+    /// history image.
+    pub fn file_bytes(&self) -> u64 {
+        let wal: u64 = std::fs::read_dir(&self.wal)
             .map(|d| {
                 d.filter_map(|e| e.ok()?.metadata().ok())
                     .map(|m| m.len())
                     .sum()
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        wal + image::bytes(&self.shared.history)
+    }
+
+    /// Whether the keyspace of `prefix` is resident (then sled does not
+    /// hold it: scans of sled must use [`Overlay::resident_keys`]).
+    pub fn is_resident(&self, prefix: u8) -> bool {
+        self.inner()
+            .resident
+            .as_ref()
+            .is_some_and(|r| r.prefixes[prefix as usize])
+    }
+
+    /// The keys of a resident keyspace, in no order (`None`: not resident).
+    pub fn resident_keys(&self, prefix: u8) -> Option<Vec<IVec>> {
+        let inner = self.inner();
+        let r = inner.resident.as_ref().filter(|r| r.prefixes[prefix as usize])?;
+        Some(
+            r.map
+                .keys()
+                .filter(|k| k.first() == Some(&prefix))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Records, bytes and the largest record's bytes of each resident
+    /// keyspace, by prefix (for `haechi store stats`).
+    pub fn resident_stats(&self) -> Vec<(u8, u64, u64, u64)> {
+        let inner = self.inner();
+        let Some(r) = inner.resident.as_ref() else {
+            return Vec::new();
+        };
+        let mut by: std::collections::BTreeMap<u8, (u64, u64, u64)> = Default::default();
+        for (k, slot) in &r.map {
+            let Some(&p) = k.first() else { continue };
+            let len = slot.bytes().len() as u64;
+            let e = by.entry(p).or_default();
+            e.0 += 1;
+            e.1 += k.len() as u64 + len;
+            e.2 = e.2.max(len);
+        }
+        by.into_iter().map(|(p, (n, b, l))| (p, n, b, l)).collect()
     }
 
     /// Keys with a prefix, pending writes included, in key order.
@@ -853,7 +989,7 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
     loop {
         // A checkpoint under way (or due) goes on between batches; an idle
         // applier holding writes wakes up for their time limit.
-        let job = if held.checkpoint.is_some() || held.due() {
+        let job = if held.due() {
             match jobs.try_recv() {
                 Ok(job) => Some(job),
                 Err(mpsc::TryRecvError::Empty) => None,
@@ -883,19 +1019,18 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
         }
         .and_then(|()| {
             held.advance(shared, wal)
-                .map_err(|e| format!("checkpointing into sled: {e}"))
+                .map_err(|e| format!("checkpointing into the history image: {e}"))
         });
         if let Err(why) = done {
             return failed(shared, why);
         }
     }
-    // Closing: everything held goes into sled (else the next open applies
-    // the log — correct, only slower).
+    // Closing: everything held goes into the image (else the next open
+    // applies the log — correct, only slower), and a merge under way ends.
     held.wanted = u64::MAX;
-    while held.checkpoint.is_some() || !held.epochs.is_empty() {
-        if let Err(e) = held.advance(shared, wal) {
-            return failed(shared, format!("checkpointing into sled: {e}"));
-        }
+    let closed = held.advance(shared, wal).and_then(|()| held.join_merge());
+    if let Err(e) = closed {
+        failed(shared, format!("checkpointing into the history image: {e}"));
     }
 }
 
@@ -906,12 +1041,13 @@ fn failed(shared: &Shared, why: String) {
     shared.applied.notify_all();
 }
 
-/// The resident writes of applied batches that sled does not have yet: the
-/// last value of each key. Their batches' log files stay, and the applied
-/// epoch sled records stays below them, until a checkpoint has put them
-/// into sled; a crash before re-applies those files at open, in epoch
-/// order (each holds the final values of its keys: applying one again over
-/// newer values is undone by the newer files after it).
+/// The resident writes of applied batches that the history image does not
+/// have yet: the last value of each key. Their batches' log files stay, and
+/// the applied epoch sled records stays below them, until a checkpoint has
+/// written them as one delta file of the image ([`crate::image`]); a crash
+/// before re-applies those files at open, in epoch order (each holds the
+/// final values of its keys: applying one again over newer values is
+/// undone by the newer files after it).
 #[derive(Default)]
 struct Held {
     writes: Map,
@@ -919,22 +1055,15 @@ struct Held {
     epochs: Vec<u64>,
     /// When the oldest of them was held.
     since: Option<std::time::Instant>,
-    /// Someone waits for every batch up to this epoch to be in sled.
+    /// Someone waits for every batch up to this epoch to be in the store.
     wanted: u64,
-    checkpoint: Option<Checkpoint>,
-}
-
-/// Held writes on their way into sled, in key order.
-struct Checkpoint {
-    writes: Vec<(Vec<u8>, Option<IVec>)>,
-    done: usize,
-    epochs: Vec<u64>,
+    /// The image's deltas being merged into a new base, on their own thread.
+    merging: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl Held {
     /// A batch into sled but the writes of resident keyspaces, which are
-    /// held (all of it at once while nothing is resident: keyspaces become
-    /// resident once, at [`Overlay::track_keys`], and stay so).
+    /// held (all of it at once while nothing is resident).
     fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
         let whole = match resident {
@@ -972,65 +1101,78 @@ impl Held {
         Ok(())
     }
 
-    /// Whether the held writes are due for a checkpoint (none under way).
+    /// Whether the held writes are due for a checkpoint.
     fn due(&self) -> bool {
-        self.checkpoint.is_none()
-            && self.epochs.first().is_some_and(|&oldest| {
-                self.wanted >= oldest
-                    || self.writes.len() >= HOLD_KEYS
-                    || self.epochs.len() >= HOLD_BATCHES
-                    || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
-            })
+        self.epochs.first().is_some_and(|&oldest| {
+            self.wanted >= oldest
+                || self.writes.len() >= HOLD_KEYS
+                || self.epochs.len() >= HOLD_BATCHES
+                || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
+        })
     }
 
-    /// Starts a checkpoint when one is due, and puts one slice of the one
-    /// under way into sled; the last slice records its batches as applied,
-    /// syncs sled and deletes their log files.
+    /// A checkpoint, when one is due: the held writes as one delta file of
+    /// the image (in key order), then their batches recorded as applied in
+    /// sled (synced: their other writes went in batch by batch) and their
+    /// log files deleted. Starts a merge of the image when it is due.
     fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
-        if self.checkpoint.is_none() {
-            if !self.due() {
-                return Ok(());
-            }
-            // (Drained: the table keeps its room for the next writes held.)
-            let mut writes: Vec<_> = self.writes.drain().collect();
-            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            self.checkpoint = Some(Checkpoint {
-                writes,
-                done: 0,
-                epochs: std::mem::take(&mut self.epochs),
-            });
-            self.since = None;
+        if !self.due() {
+            return Ok(());
         }
-        let Some(c) = self.checkpoint.as_mut() else {
+        let epochs = std::mem::take(&mut self.epochs);
+        self.since = None;
+        let Some(&through) = epochs.last() else {
             return Ok(());
         };
-        let end = (c.done + CHECKPOINT_SLICE).min(c.writes.len());
-        for (k, v) in &c.writes[c.done..end] {
-            put(&shared.db, k, v)?;
-        }
-        c.done = end;
-        if c.done < c.writes.len() {
-            return Ok(());
-        }
-        let Some(&through) = c.epochs.last() else {
-            self.checkpoint = None;
-            return Ok(());
-        };
+        // (Drained: the table keeps its room for the next writes held.)
+        let mut writes: Vec<_> = self.writes.drain().collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        image::write(
+            &shared.history,
+            true,
+            through,
+            writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+        )?;
         shared.db.insert(APPLIED_KEY, &through.to_be_bytes())?;
         shared.db.flush()?;
-        for &epoch in &c.epochs {
+        for &epoch in &epochs {
             remove_file(&wal_path(wal, epoch, "wal"))?;
         }
         tracing::debug!(
-            keys = c.writes.len(),
-            batches = c.epochs.len(),
+            keys = writes.len(),
+            batches = epochs.len(),
             through,
-            "held-back writes checkpointed into sled"
+            "held-back writes checkpointed into the history image"
         );
-        self.checkpoint = None;
         lock(&shared.inner).in_sled = through;
         shared.applied.notify_all();
+        self.merge_if_due(&shared.history)
+    }
+
+    /// Merges the image's deltas into a new base on another thread when
+    /// they are due and no merge runs; reports how the last one ended.
+    fn merge_if_due(&mut self, history: &Path) -> Result<()> {
+        if self.merging.as_ref().is_some_and(|m| !m.is_finished()) {
+            return Ok(());
+        }
+        self.join_merge()?;
+        if image::merge_due(history)? {
+            let dir = history.to_path_buf();
+            let handle = std::thread::Builder::new()
+                .name("haechi-image-merge".into())
+                .spawn(move || image::merge(&dir))
+                .map_err(|e| StoreError::Wal(format!("starting the image merge: {e}")))?;
+            self.merging = Some(handle);
+        }
         Ok(())
+    }
+
+    fn join_merge(&mut self) -> Result<()> {
+        match self.merging.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(done)) => done,
+            Some(Err(_)) => Err(StoreError::Wal("the image merge panicked".into())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1174,8 +1316,47 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The resident keyspaces from the history image, when the store has one
+/// (see [`crate::image`]). Records of them sled still holds are leftovers of
+/// a move between sled and the image that did not finish: the image holds
+/// everything, they go.
+fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<Resident>> {
+    if !image::is_resident(history)? {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let mut r = Resident::new(prefixes);
+    let through = image::load(history, |k, v| r.set(&k, &v))?;
+    let mut leftovers = 0u64;
+    for &p in prefixes {
+        for item in db.scan_prefix([p]) {
+            db.remove(item?.0)?;
+            leftovers += 1;
+        }
+    }
+    if leftovers > 0 {
+        db.flush()?;
+    }
+    tracing::info!(
+        records = r.map.len(),
+        through,
+        leftovers,
+        seconds = started.elapsed().as_secs_f64(),
+        "history image loaded"
+    );
+    Ok(Some(r))
+}
+
 /// Applies what a crash left in the log; returns the last applied epoch.
-fn recover(db: &sled::Db, wal: &Path) -> Result<u64> {
+/// With a history image (`resident`), the resident keyspaces' writes go
+/// into the resident map and, all of them, into one delta file of the
+/// image before sled records the epoch and the log files go.
+fn recover(
+    db: &sled::Db,
+    wal: &Path,
+    history: &Path,
+    mut resident: Option<&mut Resident>,
+) -> Result<u64> {
     std::fs::create_dir_all(wal).map_err(|e| io("creating", wal, e))?;
     let mut applied = match db.get(APPLIED_KEY)? {
         Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
@@ -1199,24 +1380,53 @@ fn recover(db: &sled::Db, wal: &Path) -> Result<u64> {
         }
     }
     logs.sort();
+    let mut held = Map::default();
+    let mut reapplied = Vec::new();
     for (epoch, path) in logs {
-        if epoch > applied {
-            let (stamped, writes) = read_wal(&path)?;
-            if stamped != epoch {
-                return Err(StoreError::Wal(format!(
-                    "log file {} holds epoch {stamped}",
-                    path.display()
-                )));
-            }
-            apply(db, wal, epoch, &writes)?;
-            tracing::info!(
-                epoch,
-                keys = writes.len(),
-                "applied a log batch left by a crash"
-            );
-            applied = epoch;
-        } else {
+        if epoch <= applied {
             remove_file(&path)?;
+            continue;
+        }
+        let (stamped, writes) = read_wal(&path)?;
+        if stamped != epoch {
+            return Err(StoreError::Wal(format!(
+                "log file {} holds epoch {stamped}",
+                path.display()
+            )));
+        }
+        match resident.as_deref_mut() {
+            None => apply(db, wal, epoch, &writes)?,
+            Some(r) => {
+                put_in_order(db, writes.iter().filter(|(k, _)| !r.holds(k)))?;
+                for (k, v) in writes.iter() {
+                    if r.holds(k) {
+                        r.set(k, v);
+                        held.insert(k.clone(), v.clone());
+                    }
+                }
+                reapplied.push(epoch);
+            }
+        }
+        tracing::info!(
+            epoch,
+            keys = writes.len(),
+            "applied a log batch left by a crash"
+        );
+        applied = epoch;
+    }
+    if let Some(&through) = reapplied.last() {
+        let mut entries: Vec<_> = held.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        image::write(
+            history,
+            true,
+            through,
+            entries.into_iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+        )?;
+        db.insert(APPLIED_KEY, &through.to_be_bytes())?;
+        db.flush()?;
+        for epoch in reapplied {
+            remove_file(&wal_path(wal, epoch, "wal"))?;
         }
     }
     Ok(applied)
@@ -1495,8 +1705,28 @@ mod tests {
 
     fn open(dir: &Path) -> (sled::Db, Overlay) {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
-        let o = Overlay::open(db.clone(), &dir.join("wal")).unwrap();
+        let o = Overlay::open(db.clone(), &dir.join("wal"), &dir.join("history"), b"sb").unwrap();
         (db, o)
+    }
+
+    /// What the history image holds (key → value).
+    fn image_state(dir: &Path) -> std::collections::BTreeMap<String, String> {
+        let mut m = std::collections::BTreeMap::new();
+        image::load(&dir.join("history"), |k, v| {
+            let k = String::from_utf8(k).unwrap();
+            match v {
+                Some(v) => m.insert(k, String::from_utf8(v.to_vec()).unwrap()),
+                None => m.remove(&k),
+            };
+        })
+        .unwrap();
+        m
+    }
+
+    fn sled_prefix(db: &sled::Db, prefix: &[u8]) -> Vec<String> {
+        db.scan_prefix(prefix)
+            .map(|kv| String::from_utf8(kv.unwrap().0.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -1537,7 +1767,7 @@ mod tests {
         tx.put(b"pending".to_vec(), b"2".to_vec());
         tx.commit();
         assert_eq!(
-            o.track_keys(b"").unwrap(),
+            o.track_keys(false).unwrap(),
             (2, 0),
             "old + the applied-epoch mark"
         );
@@ -1575,7 +1805,7 @@ mod tests {
         o.flush().unwrap();
         commit_one(&o, "spending", Some("3"));
         commit_one(&o, "sgone", None);
-        let (keys, resident) = o.track_keys(b"s").unwrap();
+        let (keys, resident) = o.track_keys(true).unwrap();
         assert!(keys >= 4, "{keys}");
         o.settle().unwrap();
         assert_eq!(resident, 3, "sold, sapplying, spending");
@@ -1604,6 +1834,8 @@ mod tests {
         o.flush().unwrap();
         o.settle().unwrap();
         check(&o, "applied");
+        // The resident keyspace left sled for the history image.
+        assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
         // Resident reads do not go to sled: a value changed behind the
         // overlay's back is not seen; a non-resident key still is read.
         db.insert(b"sold", b"behind".as_slice()).unwrap();
@@ -1614,11 +1846,13 @@ mod tests {
             o.get(b"xother").unwrap().as_deref(),
             Some(b"behind".as_slice())
         );
-        db.insert(b"sold", b"5".as_slice()).unwrap();
         drop(o);
         drop(db);
-        // And sled got every write: reopened without tracking, same answers.
-        let (_db, o) = open(dir.path());
+        // And the image got every write: reopened without tracking, same
+        // answers (the record put into sled behind its back is a leftover
+        // the open removes).
+        let (db, o) = open(dir.path());
+        assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
         for (k, v) in expect.iter().filter(|(k, _)| *k != "xother") {
             assert_eq!(
                 o.get(k.as_bytes()).unwrap().as_deref(),
@@ -1662,7 +1896,7 @@ mod tests {
             o.flush().unwrap();
         }
         let (db, o) = open(dir.path());
-        o.track_keys(b"b").unwrap();
+        o.track_keys(true).unwrap();
         commit_touch(&o, "bold", 2, 20);
         commit_touch(&o, "bnew", 3, 30);
         assert_eq!(read(&o, "bold"), Some(band(&[(1, 10), (2, 20)])));
@@ -1706,9 +1940,9 @@ mod tests {
         commit_touch(&o, "bflushed", 1, 1);
         o.flush().unwrap();
         o.settle().unwrap();
-        let in_sled = db.get(b"bflushed").unwrap();
+        let in_image = image_state(dir.path()).remove("bflushed").unwrap();
         assert_eq!(
-            crate::decode(b"bflushed", in_sled).unwrap(),
+            crate::decode(b"bflushed", Some(in_image.as_bytes())).unwrap(),
             Some(band(&[(1, 1)]))
         );
         // A seal's flush holds what was changed before it, not after.
@@ -1725,7 +1959,7 @@ mod tests {
         assert_eq!(read(&o, "btwice"), Some(band(&[(1, 1), (2, 2), (3, 3)])));
         assert_eq!(read(&o, "bflushed"), Some(band(&[(1, 1)])));
         // With change capture on, each commit's change is captured as bytes.
-        o.track_keys(b"b").unwrap();
+        o.track_keys(true).unwrap();
         o.enable_journal();
         commit_touch(&o, "bnew", 6, 60);
         let journal = o.take_journal();
@@ -1743,8 +1977,12 @@ mod tests {
         o.flush().unwrap();
         drop(o);
         drop(db);
-        // Untracked: read from sled, and decoded for the caller to keep.
+        // Reopened: the same records from the image; moved back into sled,
+        // read from there and decoded for the caller to keep.
         let (_db, o) = open(dir.path());
+        assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30), (6, 60)])));
+        assert_eq!(read(&o, "bold"), Some(band(&[(8, 80)])));
+        o.track_keys(false).unwrap();
         assert_eq!(read(&o, "bnew"), Some(band(&[(3, 30), (6, 60)])));
         assert_eq!(read(&o, "bold"), Some(band(&[(8, 80)])));
         let mut decoded = None;
@@ -1829,7 +2067,7 @@ mod tests {
     }
 
     #[test]
-    fn resident_writes_reach_sled_at_checkpoints_and_their_log_files_stay_until_then() {
+    fn resident_writes_reach_the_image_at_checkpoints_and_their_log_files_stay_until_then() {
         let dir = tempfile::tempdir().unwrap();
         let logs = |dir: &Path| std::fs::read_dir(dir.join("wal")).unwrap().count();
         let in_sled = |db: &sled::Db, k: &str| {
@@ -1837,6 +2075,7 @@ mod tests {
                 .unwrap()
                 .map(|v| String::from_utf8(v.to_vec()).unwrap())
         };
+        let in_image = |dir: &Path, k: &str| image_state(dir).get(k).cloned();
         let applied = |o: &Overlay| {
             let started = std::time::Instant::now();
             while !o.inner().applying.is_empty() {
@@ -1847,7 +2086,7 @@ mod tests {
         let crashed = tempfile::tempdir().unwrap();
         {
             let (db, o) = open(dir.path());
-            o.track_keys(b"s").unwrap();
+            o.track_keys(true).unwrap();
             commit_one(&o, "s1", Some("1"));
             commit_one(&o, "x1", Some("1"));
             o.flush().unwrap();
@@ -1858,8 +2097,8 @@ mod tests {
             // Applied: the other keyspace is in sled, the resident writes
             // are held back with both batches' log files.
             assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
-            assert_eq!(in_sled(&db, "s1"), None);
-            assert_eq!(in_sled(&db, "s2"), None);
+            assert_eq!(in_image(dir.path(), "s1"), None);
+            assert_eq!(in_image(dir.path(), "s2"), None);
             assert_eq!(logs(dir.path()), 2);
             assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"2".as_slice()));
             // A scan of the keyspace sees them all the same.
@@ -1872,40 +2111,103 @@ mod tests {
                 ]
             );
             // The disk as a crash now would leave it.
-            for sub in ["db", "wal"] {
+            for sub in ["db", "wal", "history"] {
                 copy_dir(&dir.path().join(sub), &crashed.path().join(sub));
             }
             // settle asks for a checkpoint: the last values, then the files go.
             o.settle().unwrap();
-            assert_eq!(in_sled(&db, "s1").as_deref(), Some("2"));
-            assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
+            assert_eq!(in_image(dir.path(), "s1").as_deref(), Some("2"));
+            assert_eq!(in_image(dir.path(), "s2").as_deref(), Some("2"));
             assert_eq!(logs(dir.path()), 0);
             // Held again, a removal among them; closing checkpoints them.
             commit_one(&o, "s1", Some("3"));
             commit_one(&o, "s2", None);
             o.flush().unwrap();
             applied(&o);
-            assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
+            assert_eq!(in_image(dir.path(), "s2").as_deref(), Some("2"));
             assert_eq!(logs(dir.path()), 1);
         }
-        let (db, _o) = open(dir.path());
+        assert_eq!(in_image(dir.path(), "s1").as_deref(), Some("3"));
+        assert_eq!(in_image(dir.path(), "s2"), None);
+        let (db, o) = open(dir.path());
         assert_eq!(logs(dir.path()), 0);
-        assert_eq!(in_sled(&db, "s1").as_deref(), Some("3"));
-        assert_eq!(in_sled(&db, "s2"), None);
-        // After the crash: the kept log files give back every held write.
-        let (db, _o) = open(crashed.path());
-        assert_eq!(logs(crashed.path()), 0);
-        assert_eq!(in_sled(&db, "s1").as_deref(), Some("2"));
-        assert_eq!(in_sled(&db, "s2").as_deref(), Some("2"));
-        assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
+        assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"3".as_slice()));
+        assert_eq!(o.get(b"s2").unwrap(), None);
+        assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
+        // After the crash: the kept log files give back every held write,
+        // and the open makes them a delta of the image before they go.
+        for _ in 0..2 {
+            let (db, o) = open(crashed.path());
+            assert_eq!(logs(crashed.path()), 0);
+            assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"2".as_slice()));
+            assert_eq!(o.get(b"s2").unwrap().as_deref(), Some(b"2".as_slice()));
+            assert_eq!(in_sled(&db, "x1").as_deref(), Some("1"));
+            assert_eq!(in_image(crashed.path(), "s1").as_deref(), Some("2"));
+        }
+    }
+
+    #[test]
+    fn the_history_moves_between_sled_and_the_image_and_back_losing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let resident = |dir: &Path| image::is_resident(&dir.join("history")).unwrap();
+        {
+            let (_db, o) = open(dir.path());
+            for (k, v) in [("s1", "1"), ("s2", "1"), ("x1", "1")] {
+                commit_one(&o, k, Some(v));
+            }
+            o.flush().unwrap();
+        }
+        assert!(!resident(dir.path()));
+        {
+            // Made resident: sled's records move into a new image.
+            let (db, o) = open(dir.path());
+            o.track_keys(true).unwrap();
+            assert!(resident(dir.path()));
+            assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
+            assert_eq!(image_state(dir.path()).len(), 2);
+            commit_one(&o, "s1", Some("2"));
+            o.flush().unwrap();
+        }
+        {
+            // Resident from the open on (a one-off command tracks nothing).
+            let (db, o) = open(dir.path());
+            assert!(o.is_resident(b's'));
+            assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"2".as_slice()));
+            // A record sled holds beside an image is a leftover of a move
+            // that did not finish: the image wins.
+            db.insert(b"s9", b"stale".as_slice()).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let (db, o) = open(dir.path());
+            assert_eq!(o.get(b"s9").unwrap(), None);
+            assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
+            // Tracked without resident keyspaces: back into sled.
+            o.track_keys(false).unwrap();
+            assert!(!resident(dir.path()));
+            assert!(!o.is_resident(b's'));
+            assert_eq!(sled_prefix(&db, b"s"), ["s1", "s2"]);
+            commit_one(&o, "s2", Some("3"));
+            o.flush().unwrap();
+        }
+        let (db, o) = open(dir.path());
+        assert!(!o.is_resident(b's'));
+        let got: Vec<_> = ["s1", "s2", "x1"]
+            .iter()
+            .map(|k| db.get(k).unwrap().map(|v| v.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [Some(b"2".to_vec()), Some(b"3".to_vec()), Some(b"1".to_vec())]
+        );
     }
 
     #[test]
     fn settle_does_not_wait_for_the_time_limit_when_a_checkpoint_ends_with_writes_held() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, o) = open(dir.path());
-        o.track_keys(b"s").unwrap();
-        // Enough keys for a checkpoint of their own, which takes a while...
+        let (_db, o) = open(dir.path());
+        o.track_keys(true).unwrap();
+        // Enough keys for a checkpoint of their own...
         let mut tx = o.begin();
         for i in 0..HOLD_KEYS {
             tx.put(format!("s{i:07}").into_bytes(), b"v".to_vec());
@@ -1924,7 +2226,10 @@ mod tests {
             "settle took {:?}",
             started.elapsed()
         );
-        assert_eq!(db.get(b"s-last").unwrap().as_deref(), Some(&b"w"[..]));
+        assert_eq!(
+            image_state(dir.path()).get("s-last").map(String::as_str),
+            Some("w")
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -1997,7 +2302,9 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .unwrap();
-        let err = Overlay::open(db, &wal).unwrap_err().to_string();
+        let err = Overlay::open(db, &wal, &dir.path().join("history"), b"s")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("00000000000000000005.wal"), "{err}");
     }
 }
