@@ -339,7 +339,9 @@ pub(crate) fn load(dir: &Path, mut set: impl FnMut(Vec<u8>, Option<IVec>)) -> Re
         return Ok(None);
     };
     let mut through = *base_epoch;
-    for (epoch, path) in std::iter::once((base_epoch, base)).chain(files.deltas.iter().map(|(e, p)| (e, p))) {
+    for (epoch, path) in
+        std::iter::once((base_epoch, base)).chain(files.deltas.iter().map(|(e, p)| (e, p)))
+    {
         let mut entries = Entries::open(path)?;
         if entries.epoch != *epoch {
             return Err(corrupt(path, &format!("holds epoch {}", entries.epoch)));
@@ -395,7 +397,10 @@ pub(crate) fn merge(dir: &Path) -> Result<()> {
             }
         }
         let Some(p) = pick else { break };
-        let key = heads[p].as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
+        let key = heads[p]
+            .as_ref()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
         let mut winner: Option<Option<IVec>> = None;
         for i in 0..heads.len() {
             if heads[i].as_ref().is_some_and(|(k, _)| *k == key) {
@@ -489,20 +494,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         assert!(!is_resident(dir).unwrap());
-        write_entries(dir, false, 3, &[put("a", "1"), put("b", "1"), put("c", "1")]);
+        write_entries(
+            dir,
+            false,
+            3,
+            &[put("a", "1"), put("b", "1"), put("c", "1")],
+        );
         assert!(is_resident(dir).unwrap());
         write_entries(dir, true, 5, &[put("a", "2"), del("b"), put("d", "1")]);
         write_entries(dir, true, 9, &[put("b", "3"), del("d"), put("e", "1")]);
         let before = state(dir);
-        let want: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = [
-            ("a", "2"),
-            ("b", "3"),
-            ("c", "1"),
-            ("e", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
+        let want: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            [("a", "2"), ("b", "3"), ("c", "1"), ("e", "1")]
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
         assert_eq!(before, want);
         merge(dir).unwrap();
         let f = files(dir).unwrap();
@@ -525,7 +531,10 @@ mod tests {
         write_entries(dir, true, 7, &[put("a", "new")]);
         std::fs::write(dir.join("delta-00000000000000000008.tmp"), b"half").unwrap();
         let m = state(dir);
-        assert_eq!(m.get(b"a".as_slice()).map(Vec::as_slice), Some(b"new".as_slice()));
+        assert_eq!(
+            m.get(b"a".as_slice()).map(Vec::as_slice),
+            Some(b"new".as_slice())
+        );
         assert_eq!(m.len(), 2);
         let names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -538,7 +547,12 @@ mod tests {
     fn damage_anywhere_in_a_file_is_detected() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        write_entries(dir, false, 1, &[put("key-a", "value-a"), put("key-b", "value-b")]);
+        write_entries(
+            dir,
+            false,
+            1,
+            &[put("key-a", "value-a"), put("key-b", "value-b")],
+        );
         let path = files(dir).unwrap().base.unwrap().1;
         let good = std::fs::read(&path).unwrap();
         assert_eq!(read_all(&path).unwrap().len(), 2);

@@ -17,9 +17,10 @@
 //! batch's epoch as applied, syncs sled and deletes the file. Until then the
 //! batch stays readable here, so readers never see sled half-updated.
 //!
-//! Resident keyspaces ([`Overlay::track_keys`]) are answered from memory;
-//! their writes are held back from sled and put in by checkpoints
-//! ([`Held`]), their batches' log files kept until then.
+//! Resident keyspaces ([`Overlay::track_keys`]) are answered from memory
+//! and live on disk in the history image ([`crate::image`]), not in sled;
+//! their writes are held back and written there by checkpoints ([`Held`]),
+//! one delta file each, their batches' log files kept until then.
 //!
 //! At open, every log file newer than the applied epoch is applied again,
 //! in epoch order (each holds the final value of its keys, so applying one
@@ -51,8 +52,9 @@ const CACHE_CAP: usize = 100_000;
 /// the events).
 const MAX_APPLYING: usize = 2;
 
-/// Writes of resident keyspaces are held back from sled ([`Held`]) until a
-/// checkpoint puts them in: past this many distinct keys held, this many
+/// Writes of resident keyspaces are held back ([`Held`]) until a
+/// checkpoint writes them into the history image: past this many distinct
+/// keys held, this many
 /// batches (the Kafka loop flushes small ones often: their log files wait
 /// for the checkpoint), or this long after the oldest — which also bounds
 /// the log a crash leaves to apply at open.
@@ -68,8 +70,8 @@ const WAL_BUF_KEEP: usize = 64 << 20;
 enum Job {
     /// A flushed batch (durable in its log file) to put into sled.
     Batch(u64, Arc<Map>),
-    /// Someone waits for every batch up to this epoch to be wholly in sled
-    /// ([`Overlay::settle`]): what is held back goes in now.
+    /// Someone waits for every batch up to this epoch to be wholly in the
+    /// store ([`Overlay::settle`]): what is held back goes to the image now.
     Checkpoint(u64),
 }
 
@@ -103,9 +105,10 @@ struct Inner {
     pending_epoch: u64,
     /// The last epoch whose log file is written (durable).
     durable: u64,
-    /// The last epoch with every batch up to it wholly in sled (the applied
-    /// epoch sled records): behind `durable` while batches are applied, and
-    /// while resident writes are held back ([`Held`]).
+    /// The last epoch with every batch up to it wholly in the store — sled,
+    /// and the history image for resident keyspaces (the applied epoch sled
+    /// records): behind `durable` while batches are applied, and while
+    /// resident writes are held back ([`Held`]).
     in_sled: u64,
     /// Every key sled may hold, once [`Overlay::track_keys`] was called: a
     /// read of a key it has never seen is answered without sled. Keys of
@@ -188,7 +191,8 @@ impl Present {
     }
 }
 
-/// Keyspaces held wholly in memory while the overlay tracks keys: every
+/// Keyspaces held wholly in memory (from the open when the store has a
+/// history image, else from [`Overlay::track_keys`]): every
 /// key of them with its current value (committed writes included, pending
 /// or not), so a read never goes further. The history's own records —
 /// sellers, text bands, prices, identifiers — are read for every event
@@ -647,7 +651,10 @@ impl Overlay {
         if moving && holds {
             self.history_into_sled(&mut inner)?;
         }
-        let mut res = inner.resident.take().unwrap_or_else(|| Resident::new(resident));
+        let mut res = inner
+            .resident
+            .take()
+            .unwrap_or_else(|| Resident::new(resident));
         let importing = moving && !resident.is_empty();
         let mut present = Present::new();
         let mut n = 0;
@@ -868,9 +875,10 @@ impl Overlay {
         Ok(inner.durable >= epoch)
     }
 
-    /// Waits until every batch flushed so far is wholly in sled, held-back
-    /// writes included (before reading sled directly: compaction's scans,
-    /// counts). Batches flushed meanwhile are not waited for.
+    /// Waits until every batch flushed so far is wholly in the store
+    /// (sled, and held-back writes in the history image) before reading
+    /// sled directly: compaction's scans, counts. Batches flushed meanwhile
+    /// are not waited for.
     pub fn settle(&self) -> Result<()> {
         let mut inner = self.inner();
         inner.check()?;
@@ -920,7 +928,10 @@ impl Overlay {
     /// The keys of a resident keyspace, in no order (`None`: not resident).
     pub fn resident_keys(&self, prefix: u8) -> Option<Vec<IVec>> {
         let inner = self.inner();
-        let r = inner.resident.as_ref().filter(|r| r.prefixes[prefix as usize])?;
+        let r = inner
+            .resident
+            .as_ref()
+            .filter(|r| r.prefixes[prefix as usize])?;
         Some(
             r.map
                 .keys()
@@ -980,10 +991,10 @@ fn layers(inner: &Inner) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
 /// The applier: each flushed batch into sled, in epoch order.
 ///
 /// Once keyspaces are resident ([`Overlay::track_keys`]), their writes are
-/// held back ([`Held`]) and put into sled by checkpoints, a slice between
-/// two batches: reads never reach sled for them, and a text band, a price
-/// or a seller written by many batches costs sled one insert per
-/// checkpoint instead of one per batch.
+/// held back ([`Held`]) and written into the history image by checkpoints,
+/// one sorted delta file each: reads never reach sled for them, and a text
+/// band, a price or a seller written by many batches costs one entry per
+/// checkpoint instead of a sled insert per batch.
 fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
     let mut held = Held::default();
     loop {
@@ -1421,7 +1432,9 @@ fn recover(
             history,
             true,
             through,
-            entries.into_iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref())),
         )?;
         db.insert(APPLIED_KEY, &through.to_be_bytes())?;
         db.flush()?;
@@ -2198,7 +2211,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [Some(b"2".to_vec()), Some(b"3".to_vec()), Some(b"1".to_vec())]
+            [
+                Some(b"2".to_vec()),
+                Some(b"3".to_vec()),
+                Some(b"1".to_vec())
+            ]
         );
     }
 
