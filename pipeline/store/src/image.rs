@@ -70,22 +70,21 @@ impl Files {
     }
 }
 
-/// Lists the image's files, deleting what no reader may use: temporary
-/// files (a write that never finished), bases older than the newest and
-/// deltas a base already holds (a merge that finished). No directory: no
-/// files.
-pub(crate) fn files(dir: &Path) -> Result<Files> {
+/// Every image file in `dir`: bases, deltas (each sorted by epoch) and
+/// temporary files. No directory: none.
+#[allow(clippy::type_complexity)]
+fn scan(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+    let (mut bases, mut deltas, mut tmps) = (Vec::new(), Vec::new(), Vec::new());
     let entries = match std::fs::read_dir(dir) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Files::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((bases, deltas, tmps)),
         Err(e) => return Err(io("listing", dir, e)),
     };
-    let (mut bases, mut deltas) = (Vec::new(), Vec::new());
     for entry in entries {
         let path = entry.map_err(|e| io("listing", dir, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.ends_with(".tmp") {
-            remove(&path)?;
+            tmps.push(path);
             continue;
         }
         let Some(stem) = name.strip_suffix(".img") else {
@@ -100,20 +99,42 @@ pub(crate) fn files(dir: &Path) -> Result<Files> {
     }
     bases.sort();
     deltas.sort();
+    Ok((bases, deltas, tmps))
+}
+
+/// The image's files in use: the newest base, the deltas after it (none
+/// without a base: those are leftovers of a move back into sled). Deletes
+/// nothing: a checkpoint or a merge may be writing meanwhile.
+pub(crate) fn files(dir: &Path) -> Result<Files> {
+    let (mut bases, deltas, _) = scan(dir)?;
     let base = bases.pop();
-    for (_, old) in &bases {
-        remove(old)?;
-    }
-    let since = base.as_ref().map_or(0, |(e, _)| *e);
-    let mut kept = Vec::new();
-    for (epoch, path) in deltas {
-        if base.is_some() && epoch <= since {
-            remove(&path)?;
-        } else {
-            kept.push((epoch, path));
+    let deltas = match &base {
+        Some((since, _)) => deltas.into_iter().filter(|(e, _)| e > since).collect(),
+        None => Vec::new(),
+    };
+    Ok(Files { base, deltas })
+}
+
+/// Deletes what no reader will use — temporary files (a write that never
+/// finished), bases older than the newest, deltas a base already holds (a
+/// merge that finished) or deltas without a base (a move back into sled) —
+/// at open, before anything writes.
+pub(crate) fn clean(dir: &Path) -> Result<()> {
+    let (bases, deltas, tmps) = scan(dir)?;
+    let kept = files(dir)?;
+    let in_use = |p: &PathBuf| {
+        kept.base.as_ref().is_some_and(|(_, b)| b == p) || kept.deltas.iter().any(|(_, d)| d == p)
+    };
+    for p in tmps
+        .iter()
+        .chain(bases.iter().map(|(_, p)| p))
+        .chain(deltas.iter().map(|(_, p)| p))
+    {
+        if !in_use(p) {
+            remove(p)?;
         }
     }
-    Ok(Files { base, deltas: kept })
+    Ok(())
 }
 
 /// Whether the store keeps its resident keyspaces in an image.
@@ -522,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_a_finished_merge_and_unfinished_writes_are_ignored_and_removed() {
+    fn leftovers_of_a_finished_merge_and_unfinished_writes_are_ignored_and_cleaned_at_open() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         write_entries(dir, false, 3, &[put("a", "old")]);
@@ -531,6 +552,12 @@ mod tests {
         write_entries(dir, true, 7, &[put("a", "new")]);
         std::fs::write(dir.join("delta-00000000000000000008.tmp"), b"half").unwrap();
         let m = state(dir);
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            5,
+            "reading deletes nothing"
+        );
+        clean(dir).unwrap();
         assert_eq!(
             m.get(b"a".as_slice()).map(Vec::as_slice),
             Some(b"new".as_slice())

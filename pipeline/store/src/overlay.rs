@@ -1332,6 +1332,7 @@ impl<'a> Reader<'a> {
 /// a move between sled and the image that did not finish: the image holds
 /// everything, they go.
 fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<Resident>> {
+    image::clean(history)?;
     if !image::is_resident(history)? {
         return Ok(None);
     }
