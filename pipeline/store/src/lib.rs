@@ -145,11 +145,14 @@ pub struct HistoryConfig {
     /// bands, prices, identifier links) wholly in memory during long runs:
     /// memory for speed, growing with the number of sellers and with the
     /// listings within the duplicate window (sellers are never dropped).
-    /// Their writes reach sled by checkpoints, not batch by batch. Measured
-    /// (BENCHMARKS.md, 10th session): history bench with 1M sellers 38k →
-    /// 47–60k cycles/s; 400k-event replay +43–62% for +80–110 MB; 1M events
-    /// (355k sellers) +39% for +270 MB. Off: sled's page cache bounds that
-    /// memory.
+    /// On disk they then live in the history image (`<data-dir>/history/`,
+    /// see [`image`]), not in sled: writes reach it by checkpoints, one
+    /// delta file each, and a store with an image loads it at every open
+    /// (one-off commands too: 2.2 s for 355k sellers). Turned off again, the
+    /// next long run moves them back into sled. Measured (BENCHMARKS.md,
+    /// 12th session, 2 workers): 400k-event replay 27.0k → 36.1k events/s
+    /// for +63 MB peak RSS; 1M events (355k sellers) 17.0k → 30.2k for +191
+    /// MB. Off: sled's page cache bounds that memory.
     pub resident_history: bool,
 }
 
