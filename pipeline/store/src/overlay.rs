@@ -371,6 +371,10 @@ struct Shared {
     history: PathBuf,
     /// The one-byte key prefixes of the keyspaces the image holds.
     prefixes: Vec<u8>,
+    /// Held by a merge of the image for its whole run, and by a move of the
+    /// history back into sled while it deletes the image: a merge finishing
+    /// after that would bring a base back.
+    image_lock: Arc<Mutex<()>>,
     inner: Mutex<Inner>,
     /// Signalled when a batch becomes durable, and when the applier
     /// finishes (or fails) one.
@@ -497,6 +501,7 @@ impl Overlay {
             db,
             history: history.to_path_buf(),
             prefixes: prefixes.to_vec(),
+            image_lock: Arc::default(),
             inner: Mutex::new(Inner {
                 pending_epoch: applied + 1,
                 durable: applied,
@@ -730,7 +735,10 @@ impl Overlay {
             self.shared.db.insert(k, v.clone())?;
         }
         self.shared.db.flush()?;
-        image::remove_all(&self.shared.history)?;
+        {
+            let _merges_wait = lock(&self.shared.image_lock);
+            image::remove_all(&self.shared.history)?;
+        }
         tracing::info!(
             records = records.len(),
             "history keyspaces moved from the history image back into sled"
@@ -1157,21 +1165,25 @@ impl Held {
         );
         lock(&shared.inner).in_sled = through;
         shared.applied.notify_all();
-        self.merge_if_due(&shared.history)
+        self.merge_if_due(shared)
     }
 
     /// Merges the image's deltas into a new base on another thread when
     /// they are due and no merge runs; reports how the last one ended.
-    fn merge_if_due(&mut self, history: &Path) -> Result<()> {
+    fn merge_if_due(&mut self, shared: &Shared) -> Result<()> {
         if self.merging.as_ref().is_some_and(|m| !m.is_finished()) {
             return Ok(());
         }
         self.join_merge()?;
-        if image::merge_due(history)? {
-            let dir = history.to_path_buf();
+        if image::merge_due(&shared.history)? {
+            let dir = shared.history.to_path_buf();
+            let image_lock = Arc::clone(&shared.image_lock);
             let handle = std::thread::Builder::new()
                 .name("haechi-image-merge".into())
-                .spawn(move || image::merge(&dir))
+                .spawn(move || {
+                    let _alone = lock(&image_lock);
+                    image::merge(&dir)
+                })
                 .map_err(|e| StoreError::Wal(format!("starting the image merge: {e}")))?;
             self.merging = Some(handle);
         }
