@@ -54,11 +54,13 @@ const MAX_APPLYING: usize = 2;
 
 /// Writes of resident keyspaces are held back ([`Held`]) until a
 /// checkpoint writes them into the history image: past this many distinct
-/// keys held, this many
-/// batches (the Kafka loop flushes small ones often: their log files wait
-/// for the checkpoint), or this long after the oldest — which also bounds
-/// the log a crash leaves to apply at open.
-const HOLD_KEYS: usize = 250_000;
+/// keys held, this many batches (the Kafka loop flushes small ones often:
+/// their log files wait for the checkpoint), or this long after the oldest
+/// — which also bounds the log a crash leaves to apply at open. Since
+/// checkpoints write a file instead of sled inserts, 250,000 → 64,000 keys
+/// took 40–45 MB off peak RSS at the same speed (BENCHMARKS.md, 12th
+/// session).
+const HOLD_KEYS: usize = 64_000;
 const HOLD_BATCHES: usize = 256;
 const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
