@@ -419,6 +419,13 @@ pub struct ReplayArgs {
     /// the image; a run without it moves the history back into sled.
     #[arg(long, env = "HAECHI_RESIDENT_HISTORY")]
     pub resident_history: bool,
+    /// With --resident-history: distinct history records changed before a
+    /// checkpoint writes them into the history image (fewer: less memory
+    /// and less log to apply after a crash, more delta files).
+    #[arg(long, value_name = "KEYS", default_value_t = 64_000,
+          env = "HAECHI_CHECKPOINT_KEYS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_keys: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

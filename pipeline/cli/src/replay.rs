@@ -33,6 +33,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         haechi_store::HistoryConfig {
             cache_mb: a.cache_mb,
             resident_history: a.resident_history,
+            checkpoint_keys: usize::try_from(a.checkpoint_keys).unwrap_or(usize::MAX),
             ..Default::default()
         },
     )?;

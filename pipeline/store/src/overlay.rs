@@ -53,14 +53,11 @@ const CACHE_CAP: usize = 100_000;
 const MAX_APPLYING: usize = 2;
 
 /// Writes of resident keyspaces are held back ([`Held`]) until a
-/// checkpoint writes them into the history image: past this many distinct
-/// keys held, this many batches (the Kafka loop flushes small ones often:
-/// their log files wait for the checkpoint), or this long after the oldest
-/// — which also bounds the log a crash leaves to apply at open. Since
-/// checkpoints write a file instead of sled inserts, 250,000 → 64,000 keys
-/// took 40–45 MB off peak RSS at the same speed (BENCHMARKS.md, 12th
-/// session).
-const HOLD_KEYS: usize = 64_000;
+/// checkpoint writes them into the history image: past a number of
+/// distinct keys held (`checkpoint_keys` of [`Overlay::open`]), this many
+/// batches (the Kafka loop flushes small ones often: their log files wait
+/// for the checkpoint), or this long after the oldest — which also bounds
+/// the log a crash leaves to apply at open.
 const HOLD_BATCHES: usize = 256;
 const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -496,7 +493,15 @@ impl Overlay {
     /// prefixes `prefixes`, are then resident from the start, see
     /// [`crate::image`]), applies what a crash left in the log, then starts
     /// the applier.
-    pub fn open(db: sled::Db, wal: &Path, history: &Path, prefixes: &[u8]) -> Result<Overlay> {
+    /// A checkpoint comes past `checkpoint_keys` distinct resident keys
+    /// held (see [`Held`]).
+    pub fn open(
+        db: sled::Db,
+        wal: &Path,
+        history: &Path,
+        prefixes: &[u8],
+        checkpoint_keys: usize,
+    ) -> Result<Overlay> {
         let mut resident = load_image(&db, history, prefixes)?;
         let applied = recover(&db, wal, history, resident.as_mut())?;
         let shared = Arc::new(Shared {
@@ -519,7 +524,7 @@ impl Overlay {
             let wal = wal.to_path_buf();
             std::thread::Builder::new()
                 .name("haechi-store-apply".into())
-                .spawn(move || run_applier(&shared, &wal, rx))
+                .spawn(move || run_applier(&shared, &wal, rx, checkpoint_keys))
                 .map_err(|e| StoreError::Wal(format!("starting the applier: {e}")))?
         };
         Ok(Overlay {
@@ -1005,8 +1010,11 @@ fn layers(inner: &Inner) -> impl Iterator<Item = (&Vec<u8>, &Option<IVec>)> {
 /// one sorted delta file each: reads never reach sled for them, and a text
 /// band, a price or a seller written by many batches costs one entry per
 /// checkpoint instead of a sled insert per batch.
-fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>) {
-    let mut held = Held::default();
+fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoint_keys: usize) {
+    let mut held = Held {
+        checkpoint_keys,
+        ..Held::default()
+    };
     loop {
         // A checkpoint under way (or due) goes on between batches; an idle
         // applier holding writes wakes up for their time limit.
@@ -1078,6 +1086,8 @@ struct Held {
     since: Option<std::time::Instant>,
     /// Someone waits for every batch up to this epoch to be in the store.
     wanted: u64,
+    /// A checkpoint is due past this many keys held.
+    checkpoint_keys: usize,
     /// The image's deltas being merged into a new base, on their own thread.
     merging: Option<std::thread::JoinHandle<Result<()>>>,
 }
@@ -1126,7 +1136,7 @@ impl Held {
     fn due(&self) -> bool {
         self.epochs.first().is_some_and(|&oldest| {
             self.wanted >= oldest
-                || self.writes.len() >= HOLD_KEYS
+                || self.writes.len() >= self.checkpoint_keys
                 || self.epochs.len() >= HOLD_BATCHES
                 || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
         })
@@ -1714,6 +1724,9 @@ impl Tx<'_> {
 mod tests {
     use super::*;
 
+    /// Keys held before a checkpoint, in these tests.
+    const HOLD_KEYS: usize = 64_000;
+
     fn map(entries: &[(&str, Option<&str>)]) -> Map {
         entries
             .iter()
@@ -1733,7 +1746,14 @@ mod tests {
 
     fn open(dir: &Path) -> (sled::Db, Overlay) {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
-        let o = Overlay::open(db.clone(), &dir.join("wal"), &dir.join("history"), b"sb").unwrap();
+        let o = Overlay::open(
+            db.clone(),
+            &dir.join("wal"),
+            &dir.join("history"),
+            b"sb",
+            HOLD_KEYS,
+        )
+        .unwrap();
         (db, o)
     }
 
@@ -2334,7 +2354,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .unwrap();
-        let err = Overlay::open(db, &wal, &dir.path().join("history"), b"s")
+        let err = Overlay::open(db, &wal, &dir.path().join("history"), b"s", HOLD_KEYS)
             .unwrap_err()
             .to_string();
         assert!(err.contains("00000000000000000005.wal"), "{err}");

@@ -134,6 +134,9 @@ pub struct StoreConfig {
     /// wholly in memory: faster, memory that grows with the sellers and
     /// the listings of the duplicate window.
     pub resident_history: bool,
+    /// With resident_history: held-back keys per checkpoint into the
+    /// history image (memory, and log to apply after a crash).
+    pub checkpoint_keys: usize,
 }
 
 impl Default for StoreConfig {
@@ -147,6 +150,7 @@ impl Default for StoreConfig {
             compact_every_days: h.compact_every_days,
             cache_mb: h.cache_mb,
             resident_history: h.resident_history,
+            checkpoint_keys: h.checkpoint_keys,
         }
     }
 }
@@ -161,6 +165,7 @@ impl StoreConfig {
             compact_every_days: self.compact_every_days,
             cache_mb: self.cache_mb,
             resident_history: self.resident_history,
+            checkpoint_keys: self.checkpoint_keys,
         }
     }
 }
@@ -351,6 +356,9 @@ impl RunConfig {
         if s.cache_mb == 0 {
             return Err("store.cache_mb must be at least 1".into());
         }
+        if s.checkpoint_keys == 0 {
+            return Err("store.checkpoint_keys must be at least 1".into());
+        }
         for (name, days) in [
             ("retention_days", s.retention_days),
             ("duplicate_window_days", s.duplicate_window_days),
@@ -439,6 +447,7 @@ mod tests {
                 ("HAECHI_STORE__RETENTION_DAYS", "45"),
                 ("HAECHI_STORE__CACHE_MB", "64"),
                 ("HAECHI_STORE__RESIDENT_HISTORY", "true"),
+                ("HAECHI_STORE__CHECKPOINT_KEYS", "5000"),
                 ("PATH", "/bin"),
             ]),
         )
@@ -446,6 +455,7 @@ mod tests {
         assert_eq!(cfg.store.history().retention_days, 45);
         assert_eq!(cfg.store.history().cache_mb, 64);
         assert!(cfg.store.history().resident_history);
+        assert_eq!(cfg.store.history().checkpoint_keys, 5000);
         assert_eq!(cfg.store.history().duplicate_window_days, 14, "the default");
         assert_eq!(cfg.kafka.brokers, "b:2");
         assert_eq!(cfg.batch.max_events, 20);
@@ -470,5 +480,7 @@ mod tests {
         assert!(e.to_string().contains("store.duplicate_window_days"), "{e}");
         let e = RunConfig::from_parts("[store]\ncache_mb = 0\n", "t.toml", []).unwrap_err();
         assert!(e.to_string().contains("store.cache_mb"), "{e}");
+        let e = RunConfig::from_parts("[store]\ncheckpoint_keys = 0\n", "t.toml", []).unwrap_err();
+        assert!(e.to_string().contains("store.checkpoint_keys"), "{e}");
     }
 }
