@@ -30,6 +30,11 @@ export HAECHI_KAFKA__SESSION_TIMEOUT_MS=3000 HAECHI_KAFKA__HEARTBEAT_INTERVAL_MS
 $HAECHI run --config "${CONFIG:-haechi.example.toml}" 2>"$WORK/run.log" &
 RUN=$!
 $HAECHI kafka bench throughput --brokers $B --expect "$N" "$@"
+if ! kill -0 "$RUN" 2>/dev/null; then
+  echo "haechi run exited early (a release binary older than the config?):" >&2
+  tail -5 "$WORK/run.log" >&2
+  exit 1
+fi
 echo "== latency: $LAT_EVENTS events at $RATE/s"
 metrics() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://'$HTTP'/metrics").read().decode())'; }
 metrics >"$WORK/before.metrics"
