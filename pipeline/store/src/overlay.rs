@@ -654,9 +654,20 @@ impl Overlay {
         // Under the lock from here: a batch applied while sled is scanned is
         // still in `applying` (the applier leaves it only under this lock).
         let mut inner = self.inner();
-        // The history moves: everything flushed must be where it is first.
-        while moving && (!inner.applying.is_empty() || inner.in_sled < inner.durable) {
+        // The history moves: everything flushed must be where it is first;
+        // moving back into sled, nothing may be pending either (sled gets
+        // the resident map, which holds every committed write: one not yet
+        // durable would reach sled without the rest of its event).
+        loop {
+            let unflushed = holds && (!inner.pending.is_empty() || inner.sealed.is_some());
+            let unapplied = !inner.applying.is_empty() || inner.in_sled < inner.durable;
+            if !moving || !(unflushed || unapplied) {
+                break;
+            }
             drop(inner);
+            if unflushed {
+                self.flush()?;
+            }
             self.settle()?;
             inner = self.inner();
         }
@@ -2230,11 +2241,15 @@ mod tests {
             let (db, o) = open(dir.path());
             assert_eq!(o.get(b"s9").unwrap(), None);
             assert_eq!(sled_prefix(&db, b"s"), Vec::<String>::new());
+            // A write not flushed yet is made durable before sled gets the
+            // resident map (else it would be in sled without its event).
+            commit_one(&o, "s3", Some("pending"));
             // Tracked without resident keyspaces: back into sled.
             o.track_keys(false).unwrap();
+            assert_eq!(o.pending(), 0);
             assert!(!resident(dir.path()));
             assert!(!o.is_resident(b's'));
-            assert_eq!(sled_prefix(&db, b"s"), ["s1", "s2"]);
+            assert_eq!(sled_prefix(&db, b"s"), ["s1", "s2", "s3"]);
             commit_one(&o, "s2", Some("3"));
             o.flush().unwrap();
         }
