@@ -22,6 +22,7 @@
 //! key length (u32 LE), key, for a put value length (u32 LE) and value —,
 //! tag 2, the entry count (u64 LE), CRC-32 of everything before it.
 
+use crate::overlay::{io, remove_file as remove, sync_dir};
 use crate::{Result, StoreError};
 use sled::IVec;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -36,10 +37,6 @@ const END: u8 = 2;
 /// hold more bytes than the base (and at least [`MERGE_MIN_BYTES`]).
 const MERGE_DELTAS: usize = 16;
 const MERGE_MIN_BYTES: u64 = 16 << 20;
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Wal(format!("{what} {}: {e}", path.display()))
-}
 
 fn corrupt(path: &Path, why: &str) -> StoreError {
     StoreError::Wal(format!(
@@ -148,19 +145,6 @@ pub(crate) fn bytes(dir: &Path) -> u64 {
         let (b, d) = f.bytes();
         b + d
     })
-}
-
-fn remove(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", path, e)),
-        _ => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing", dir, e))
 }
 
 /// A file being written: entries go through a checksum into a buffer.

@@ -942,15 +942,6 @@ impl Overlay {
         wal + image::bytes(&self.shared.history)
     }
 
-    /// Whether the keyspace of `prefix` is resident (then sled does not
-    /// hold it: scans of sled must use [`Overlay::resident_keys`]).
-    pub fn is_resident(&self, prefix: u8) -> bool {
-        self.inner()
-            .resident
-            .as_ref()
-            .is_some_and(|r| r.prefixes[prefix as usize])
-    }
-
     /// The keys of a resident keyspace, in no order (`None`: not resident).
     pub fn resident_keys(&self, prefix: u8) -> Option<Vec<IVec>> {
         let inner = self.inner();
@@ -1249,11 +1240,11 @@ fn apply(db: &sled::Db, wal: &Path, epoch: u64, writes: &Map) -> Result<()> {
     remove_file(&wal_path(wal, epoch, "wal"))
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+pub(crate) fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Wal(format!("{what} {}: {e}", path.display()))
 }
 
-fn remove_file(path: &Path) -> Result<()> {
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", path, e)),
         _ => Ok(()),
@@ -1305,7 +1296,7 @@ pub(crate) fn write_wal(wal: &Path, epoch: u64, writes: &Map, buf: &mut Vec<u8>)
     sync_dir(wal)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("syncing", dir, e))
@@ -2230,7 +2221,7 @@ mod tests {
         {
             // Resident from the open on (a one-off command tracks nothing).
             let (db, o) = open(dir.path());
-            assert!(o.is_resident(b's'));
+            assert!(o.inner().resident.is_some());
             assert_eq!(o.get(b"s1").unwrap().as_deref(), Some(b"2".as_slice()));
             // A record sled holds beside an image is a leftover of a move
             // that did not finish: the image wins.
@@ -2248,13 +2239,13 @@ mod tests {
             o.track_keys(false).unwrap();
             assert_eq!(o.pending(), 0);
             assert!(!resident(dir.path()));
-            assert!(!o.is_resident(b's'));
+            assert!(o.inner().resident.is_none());
             assert_eq!(sled_prefix(&db, b"s"), ["s1", "s2", "s3"]);
             commit_one(&o, "s2", Some("3"));
             o.flush().unwrap();
         }
         let (db, o) = open(dir.path());
-        assert!(!o.is_resident(b's'));
+        assert!(o.inner().resident.is_none());
         let got: Vec<_> = ["s1", "s2", "x1"]
             .iter()
             .map(|k| db.get(k).unwrap().map(|v| v.to_vec()))
