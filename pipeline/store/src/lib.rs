@@ -972,25 +972,7 @@ impl Store {
         self.finish_compaction()?;
         self.overlay.settle()?;
         let mut spaces: std::collections::BTreeMap<u8, KeyspaceStats> = Default::default();
-        let mut seen = 0u64;
-        for item in self.db.iter() {
-            let (k, v) = item?;
-            let Some(&p) = k.first() else { continue };
-            let space = spaces.entry(p).or_insert_with(|| KeyspaceStats {
-                prefix: p as char,
-                name: keyspace_name(p),
-                ..Default::default()
-            });
-            space.records += 1;
-            space.bytes += (k.len() + v.len()) as u64;
-            space.largest = space.largest.max(v.len() as u64);
-            seen += 1;
-            if seen % 100_000 == 0 {
-                progress(seen);
-            }
-        }
-        // Resident keyspaces are in memory (and the history image), not sled.
-        for (p, records, bytes, largest) in self.overlay.resident_stats() {
+        let mut tally = |p: u8, records: u64, bytes: u64, largest: u64| {
             let space = spaces.entry(p).or_insert_with(|| KeyspaceStats {
                 prefix: p as char,
                 name: keyspace_name(p),
@@ -999,6 +981,20 @@ impl Store {
             space.records += records;
             space.bytes += bytes;
             space.largest = space.largest.max(largest);
+        };
+        let mut seen = 0u64;
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            let Some(&p) = k.first() else { continue };
+            tally(p, 1, (k.len() + v.len()) as u64, v.len() as u64);
+            seen += 1;
+            if seen % 100_000 == 0 {
+                progress(seen);
+            }
+        }
+        // Resident keyspaces are in memory (and the history image), not sled.
+        for (p, records, bytes, largest) in self.overlay.resident_stats() {
+            tally(p, records, bytes, largest);
         }
         let meta = |key: &[u8]| -> Result<Option<String>> {
             Ok(decode::<i64>(key, self.overlay.get(key)?)?
