@@ -103,13 +103,18 @@ fn scan(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>, Vec<Pat
 /// without a base: those are leftovers of a move back into sled). Deletes
 /// nothing: a checkpoint or a merge may be writing meanwhile.
 pub(crate) fn files(dir: &Path) -> Result<Files> {
-    let (mut bases, deltas, _) = scan(dir)?;
-    let base = bases.pop();
+    let (bases, deltas, _) = scan(dir)?;
+    Ok(in_use(&bases, &deltas))
+}
+
+/// Of every base and delta, those a reader uses (see [`files`]).
+fn in_use(bases: &[(u64, PathBuf)], deltas: &[(u64, PathBuf)]) -> Files {
+    let base = bases.last().cloned();
     let deltas = match &base {
-        Some((since, _)) => deltas.into_iter().filter(|(e, _)| e > since).collect(),
+        Some((since, _)) => deltas.iter().filter(|(e, _)| e > since).cloned().collect(),
         None => Vec::new(),
     };
-    Ok(Files { base, deltas })
+    Files { base, deltas }
 }
 
 /// Deletes what no reader will use — temporary files (a write that never
@@ -118,8 +123,8 @@ pub(crate) fn files(dir: &Path) -> Result<Files> {
 /// at open, before anything writes.
 pub(crate) fn clean(dir: &Path) -> Result<()> {
     let (bases, deltas, tmps) = scan(dir)?;
-    let kept = files(dir)?;
-    let in_use = |p: &PathBuf| {
+    let kept = in_use(&bases, &deltas);
+    let used = |p: &PathBuf| {
         kept.base.as_ref().is_some_and(|(_, b)| b == p) || kept.deltas.iter().any(|(_, d)| d == p)
     };
     for p in tmps
@@ -127,7 +132,7 @@ pub(crate) fn clean(dir: &Path) -> Result<()> {
         .chain(bases.iter().map(|(_, p)| p))
         .chain(deltas.iter().map(|(_, p)| p))
     {
-        if !in_use(p) {
+        if !used(p) {
             remove(p)?;
         }
     }
@@ -135,6 +140,7 @@ pub(crate) fn clean(dir: &Path) -> Result<()> {
 }
 
 /// Whether the store keeps its resident keyspaces in an image.
+#[cfg(test)]
 pub(crate) fn is_resident(dir: &Path) -> Result<bool> {
     Ok(files(dir)?.base.is_some())
 }
@@ -390,22 +396,8 @@ pub(crate) fn merge(dir: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let mut w = Writer::create(file(dir, "base", through, "tmp"), through)?;
-    loop {
-        // The smallest key among the heads; the newest file holding it wins.
-        let mut pick: Option<usize> = None;
-        for (i, head) in heads.iter().enumerate() {
-            if let Some((k, _)) = head {
-                match pick.and_then(|p| heads[p].as_ref()) {
-                    Some((best, _)) if k > best => {}
-                    _ => pick = Some(i),
-                }
-            }
-        }
-        let Some(p) = pick else { break };
-        let key = heads[p]
-            .as_ref()
-            .map(|(k, _)| k.clone())
-            .unwrap_or_default();
+    // The smallest key among the heads; the newest file holding it wins.
+    while let Some(key) = heads.iter().flatten().map(|(k, _)| k).min().cloned() {
         let mut winner: Option<Option<IVec>> = None;
         for i in 0..heads.len() {
             if heads[i].as_ref().is_some_and(|(k, _)| *k == key) {

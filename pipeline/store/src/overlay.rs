@@ -1359,12 +1359,11 @@ impl<'a> Reader<'a> {
 /// everything, they go.
 fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<Resident>> {
     image::clean(history)?;
-    if !image::is_resident(history)? {
-        return Ok(None);
-    }
     let started = std::time::Instant::now();
     let mut r = Resident::new(prefixes);
-    let through = image::load(history, |k, v| r.set(&k, &v))?;
+    let Some(through) = image::load(history, |k, v| r.set(&k, &v))? else {
+        return Ok(None);
+    };
     let mut leftovers = 0u64;
     for &p in prefixes {
         for item in db.scan_prefix([p]) {
