@@ -223,7 +223,7 @@ impl Store {
                 Some(keys::BAND) => {
                     let theirs: BandRecord = decode_one(key, value)?;
                     let mut ours: BandRecord = decode(key, tx.get(key)?)?.unwrap_or_default();
-                    for (s, t) in theirs.sellers.0 {
+                    for (s, t) in theirs.sellers {
                         ours.touch(s, t);
                     }
                     tx.put(key.clone(), encode(&ours));

@@ -197,10 +197,6 @@ fn ident_key(kind: IdentKind, value: &str) -> Vec<u8> {
     keys::key(keys::IDENT, &format!("{}:{value}", kind.as_str()))
 }
 
-fn band_key(band: u64) -> Vec<u8> {
-    keys::key_bytes(keys::BAND, &band.to_be_bytes())
-}
-
 /// The records one event's history reads found (decoded), passed from
 /// [`Store::snapshot_with`] before the decision to [`Store::record_with`]
 /// after it, which would otherwise read and decode them all again. Only
@@ -509,11 +505,11 @@ impl Store {
             });
         }
         reads.idents = Some(idents);
-        let bands: Vec<Vec<u8>> = analysis.bands.iter().map(|&b| band_key(b)).collect();
         snap.duplicate_text_sellers =
-            self.overlay.read_typed(&bands, &mut reads.bands, |recs| {
-                self.duplicate_sellers(listing, recs, now)
-            })?;
+            self.overlay
+                .read_bands(&analysis.bands, &mut reads.bands, |recs| {
+                    self.duplicate_sellers(listing, recs, now)
+                })?;
         if listing.price > 0 {
             let key = keys::key(keys::PRICE, &analysis.product_key);
             let retention = self.config.retention_days;
@@ -549,11 +545,16 @@ impl Store {
 
     /// Other sellers who posted text sharing at least two MinHash bands with
     /// this one within the duplicate window (`bands`: the band records).
-    fn duplicate_sellers(&self, listing: &Listing, bands: &[Option<&BandRecord>], now: i64) -> u32 {
+    fn duplicate_sellers(
+        &self,
+        listing: &Listing,
+        bands: &[Option<&[(u64, i64)]>],
+        now: i64,
+    ) -> u32 {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
         let me = seller_hash(&listing.seller_id);
-        let others = bands.iter().flatten().map(|rec| {
-            rec.sellers
+        let others = bands.iter().flatten().map(|sellers| {
+            sellers
                 .iter()
                 .filter(move |&&(s, t)| s != me && t >= horizon)
                 .map(|&(s, _)| s)
@@ -665,11 +666,7 @@ impl Store {
             let mut read_bands = reads.bands.unwrap_or_default().into_iter();
             let seller = seller_hash(&listing.seller_id);
             for &b in &analysis.bands {
-                tx.update(
-                    band_key(b),
-                    read_bands.next(),
-                    move |rec: &mut BandRecord| rec.touch(seller, now),
-                )?;
+                tx.touch_band(b, read_bands.next(), seller, now)?;
             }
             // Usual price: learn from every priced listing, whatever its
             // verdict. The median of the last samples shrugs off the few scams

@@ -110,7 +110,7 @@ pub(crate) fn upgrade(db: &sled::Db, from: u32) -> Result<u64> {
     })?;
     n += rewrite(db, &mut batch, keys::BAND, |_, old: OldPairs| {
         Ok(BandRecord {
-            sellers: Pairs(old.pairs),
+            sellers: old.pairs.into_iter().collect(),
         })
     })?;
     n += rewrite(db, &mut batch, keys::PRICE, |_, old: OldPairs| {

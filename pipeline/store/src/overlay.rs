@@ -34,7 +34,8 @@
 //! (sled pulling a page per key) took 40% of the history thread; now it
 //! runs on another core while the history thread reads.
 
-use crate::{image, Result, StoreError};
+use crate::records::{BandRecord, BandSellers};
+use crate::{image, keys, Result, StoreError};
 use serde::de::DeserializeOwned;
 use sled::IVec;
 use std::collections::{HashMap, VecDeque};
@@ -209,6 +210,58 @@ struct Resident {
     /// [`Inner::materialize`]); a key whose slot was replaced since is
     /// skipped there.
     dirty: Vec<IVec>,
+    /// The text bands, when their keyspace is resident (see [`Bands`]).
+    bands: Option<Bands>,
+}
+
+/// The near-duplicate text index, resident: every listing reads six bands
+/// and touches six, most of them new keys with one seller. As generic
+/// records (byte keys, boxed decoded values, a closure per change and a
+/// placeholder per changed key in the pending layer) they were a quarter
+/// of a replay's CPU: ~11 µs per event on the 400k day set, measured by
+/// dropping them (BENCHMARKS.md, 13th session). Here a band is its 64-bit
+/// id and its sellers, inline when there is one; a change is a (band,
+/// seller, time) touch. Outside, the keyspace looks like any other: its
+/// records are encoded ([`BandRecord`]) into the pending layer at
+/// [`Inner::materialize`], and bytes written under a band key (recovery,
+/// compaction, the image) are decoded into it.
+#[derive(Debug, Default)]
+struct Bands {
+    map: HashMap<u64, BandSlot, foldhash::fast::RandomState>,
+    /// Bands touched since the last [`Inner::materialize`] (each once).
+    dirty: Vec<u64>,
+    /// Band keys whose bytes did not decode: kept as bytes in
+    /// [`Resident::map`] (a read of one reports the damage).
+    damaged: usize,
+}
+
+#[derive(Debug)]
+struct BandSlot {
+    sellers: BandSellers,
+    /// Touched since last encoded (listed in [`Bands::dirty`]).
+    dirty: bool,
+}
+
+/// The band id of a band key (`b` and 8 big-endian bytes).
+fn band_id(key: &[u8]) -> Option<u64> {
+    match key {
+        [keys::BAND, id @ ..] => <[u8; 8]>::try_from(id).ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+fn band_key(id: u64) -> Vec<u8> {
+    keys::key_bytes(keys::BAND, &id.to_be_bytes())
+}
+
+/// A band record's bytes (as [`BandRecord`] encodes them).
+fn band_bytes(sellers: &BandSellers) -> IVec {
+    #[derive(serde::Serialize)]
+    struct Ref<'a> {
+        #[serde(with = "crate::records::pair_bytes")]
+        sellers: &'a [(u64, i64)],
+    }
+    IVec::from(crate::encode(&Ref { sellers }))
 }
 
 /// A record a resident keyspace keeps decoded between flushes
@@ -281,6 +334,7 @@ impl Resident {
             prefixes: [false; 256],
             map: HashMap::default(),
             dirty: Vec::new(),
+            bands: prefixes.contains(&keys::BAND).then(Bands::default),
         };
         for &b in prefixes {
             r.prefixes[b as usize] = true;
@@ -288,11 +342,104 @@ impl Resident {
         r
     }
 
+    /// The band id of `key` when it is a band of the band index.
+    fn band_of(&self, key: &[u8]) -> Option<u64> {
+        self.bands.as_ref().and(band_id(key))
+    }
+
+    /// The record under `key`, as bytes.
+    fn get(&self, key: &[u8]) -> Option<IVec> {
+        if let (Some(bands), Some(id)) = (self.bands.as_ref(), self.band_of(key)) {
+            if let Some(b) = bands.map.get(&id) {
+                return Some(band_bytes(&b.sellers));
+            }
+        }
+        self.map.get(key).map(Slot::bytes)
+    }
+
+    /// Resident records.
+    fn len(&self) -> usize {
+        self.map.len() + self.bands.as_ref().map_or(0, |b| b.map.len())
+    }
+
+    /// Every resident record as (key, bytes), in no order.
+    fn records(&self) -> impl Iterator<Item = (IVec, IVec)> + '_ {
+        let bands = self.bands.iter().flat_map(|b| {
+            b.map
+                .iter()
+                .map(|(&id, b)| (IVec::from(band_key(id)), band_bytes(&b.sellers)))
+        });
+        self.map
+            .iter()
+            .map(|(k, slot)| (k.clone(), slot.bytes()))
+            .chain(bands)
+    }
+
+    /// The sellers of band `id` (`None`: no record, or not resident).
+    fn band(&self, id: u64) -> Option<&[(u64, i64)]> {
+        let b = self.bands.as_ref()?.map.get(&id)?;
+        Some(&b.sellers)
+    }
+
+    /// [`BandRecord::touch`] of band `id` in place; it is then dirty.
+    fn touch_band(&mut self, id: u64, seller: u64, t: i64) {
+        let Some(bands) = self.bands.as_mut() else {
+            return;
+        };
+        let slot = bands.map.entry(id).or_insert_with(|| BandSlot {
+            sellers: BandSellers::new(),
+            dirty: false,
+        });
+        BandRecord::touch_sellers(&mut slot.sellers, seller, t);
+        if !std::mem::replace(&mut slot.dirty, true) {
+            bands.dirty.push(id);
+        }
+    }
+
+    /// Damage in the band index's records read as `ids`, reported as
+    /// decoding them reports it.
+    fn check_bands(&self, ids: &[u64]) -> Result<()> {
+        if self.bands.as_ref().is_some_and(|b| b.damaged > 0) {
+            for &id in ids {
+                let key = band_key(id);
+                if let Some(v) = self.map.get(key.as_slice()) {
+                    crate::decode::<BandRecord>(&key, Some(&*v.bytes()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn holds(&self, key: &[u8]) -> bool {
         key.first().is_some_and(|&b| self.prefixes[b as usize])
     }
 
     fn set(&mut self, key: &[u8], value: &Option<IVec>) {
+        if let (Some(bands), Some(id)) = (self.bands.as_mut(), band_id(key)) {
+            let damaged = self.map.remove(key).is_some();
+            bands.damaged -= usize::from(damaged);
+            let Some(v) = value else {
+                bands.map.remove(&id);
+                return;
+            };
+            match crate::decode::<BandRecord>(key, Some(v)) {
+                Ok(Some(rec)) => {
+                    bands.map.insert(
+                        id,
+                        BandSlot {
+                            sellers: rec.sellers,
+                            dirty: false,
+                        },
+                    );
+                    return;
+                }
+                // Kept as bytes: its reads report it.
+                _ => {
+                    bands.map.remove(&id);
+                    bands.damaged += 1;
+                }
+            }
+        }
         match value {
             Some(v) => {
                 if let Some(slot) = self.map.get_mut(key) {
@@ -411,7 +558,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     fn get(&mut self, db: &sled::Db, key: &[u8]) -> Result<Option<IVec>> {
         if let Some(r) = self.resident.as_ref().filter(|r| r.holds(key)) {
-            return Ok(r.map.get(key).map(Slot::bytes));
+            return Ok(r.get(key));
         }
         // Every key written with a value, pending or in sled, is in the
         // filter: a key it has never seen (a new listing, a new text band)
@@ -449,6 +596,14 @@ impl Inner {
         let Some(r) = resident.as_mut() else {
             return;
         };
+        if let Some(bands) = r.bands.as_mut() {
+            for id in std::mem::take(&mut bands.dirty) {
+                if let Some(b) = bands.map.get_mut(&id).filter(|b| b.dirty) {
+                    b.dirty = false;
+                    pending.insert(band_key(id), Some(band_bytes(&b.sellers)));
+                }
+            }
+        }
         for key in std::mem::take(&mut r.dirty) {
             let Some(slot) = r.map.get_mut(&key) else {
                 continue;
@@ -472,6 +627,20 @@ impl Inner {
             None => self.cache.extend(writes.drain()),
         }
         self.spare = Some(writes);
+    }
+
+    /// Whether anything committed is not flushed or sealed yet (touched
+    /// bands reach the pending layer at [`Inner::materialize`]).
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || self.dirty_bands() > 0
+    }
+
+    /// Bands touched since the last [`Inner::materialize`].
+    fn dirty_bands(&self) -> usize {
+        self.resident
+            .as_ref()
+            .and_then(|r| r.bands.as_ref())
+            .map_or(0, |b| b.dirty.len())
     }
 
     /// An empty table for the pending writes (the spare one if there is).
@@ -565,7 +734,7 @@ impl Overlay {
         if let Some(r) = inner
             .resident
             .as_mut()
-            .filter(|r| keys.iter().all(|k| r.holds(k)))
+            .filter(|r| keys.iter().all(|k| r.holds(k) && r.band_of(k).is_none()))
         {
             for k in keys {
                 r.decode_in_place::<T>(k)?;
@@ -583,6 +752,40 @@ impl Overlay {
         Ok(out)
     }
 
+    /// Calls `f` with the sellers of text bands `bands` (`None`: no
+    /// record). With the band index resident they are read where they are,
+    /// under the lock; elsewhere their records are decoded into `decoded`,
+    /// for the caller's touches to reuse ([`Tx::touch_band`]).
+    pub fn read_bands<R>(
+        &self,
+        bands: &[u64],
+        decoded: &mut Option<Vec<Option<BandRecord>>>,
+        f: impl FnOnce(&[Option<&[(u64, i64)]>]) -> R,
+    ) -> Result<R> {
+        let mut inner = self.inner();
+        if let Some(r) = inner.resident.as_ref().filter(|r| r.bands.is_some()) {
+            r.check_bands(bands)?;
+            let recs: smallvec::SmallVec<[Option<&[(u64, i64)]>; 8]> =
+                bands.iter().map(|&id| r.band(id)).collect();
+            return Ok(f(&recs));
+        }
+        let recs = bands
+            .iter()
+            .map(|&id| {
+                let key = band_key(id);
+                crate::decode::<BandRecord>(&key, inner.get(&self.shared.db, &key)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(inner);
+        let sellers: Vec<Option<&[(u64, i64)]>> = recs
+            .iter()
+            .map(|r| r.as_ref().map(|r| &r.sellers[..]))
+            .collect();
+        let out = f(&sellers);
+        *decoded = Some(recs);
+        Ok(out)
+    }
+
     /// Transactions committed with writes so far (see [`Tx::commits`]).
     pub fn commits(&self) -> u64 {
         self.inner().commits
@@ -595,6 +798,7 @@ impl Overlay {
             db: &self.shared.db,
             writes: Vec::new(),
             updates: Vec::new(),
+            touches: Vec::new(),
             journaled: true,
         }
     }
@@ -659,7 +863,7 @@ impl Overlay {
         // the resident map, which holds every committed write: one not yet
         // durable would reach sled without the rest of its event).
         loop {
-            let unflushed = holds && (!inner.pending.is_empty() || inner.sealed.is_some());
+            let unflushed = holds && (inner.has_pending() || inner.sealed.is_some());
             let unapplied = !inner.applying.is_empty() || inner.in_sled < inner.durable;
             if !moving || !(unflushed || unapplied) {
                 break;
@@ -688,8 +892,8 @@ impl Overlay {
             n += 1;
             if res.holds(&key) {
                 if importing {
-                    base.push((key.clone(), value.clone()));
-                    res.map.insert(key, Slot::Bytes(value));
+                    res.set(&key, &Some(value.clone()));
+                    base.push((key, value));
                 }
             } else {
                 present.insert(&key);
@@ -713,7 +917,7 @@ impl Overlay {
                 "history keyspaces moved from sled into the history image"
             );
         }
-        n += res.map.len() - base.len();
+        n += res.len() - base.len();
         for (k, v) in layers(&inner) {
             if !res.holds(k) {
                 present.insert(k);
@@ -725,7 +929,7 @@ impl Overlay {
         }
         // The read cache holds nothing resident from now on.
         inner.cache.retain(|k, _| !res.holds(k));
-        let resident_keys = res.map.len();
+        let resident_keys = res.len();
         inner.present = Some(present);
         inner.resident = (!resident.is_empty()).then_some(res);
         Ok((n, resident_keys))
@@ -740,14 +944,7 @@ impl Overlay {
         let Some(r) = inner.resident.take() else {
             return Ok(());
         };
-        let mut records: Vec<(IVec, IVec)> = r
-            .map
-            .into_iter()
-            .map(|(k, slot)| {
-                let v = slot.bytes();
-                (k, v)
-            })
-            .collect();
+        let mut records: Vec<(IVec, IVec)> = r.records().collect();
         records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in &records {
             self.shared.db.insert(k, v.clone())?;
@@ -767,7 +964,7 @@ impl Overlay {
     /// Number of pending writes.
     pub fn pending(&self) -> usize {
         let inner = self.inner();
-        inner.pending.len() + inner.sealed.as_ref().map_or(0, HashMap::len)
+        inner.pending.len() + inner.dirty_bands() + inner.sealed.as_ref().map_or(0, HashMap::len)
     }
 
     /// Sets the pending writes apart, for [`Overlay::flush_sealed`]; writes
@@ -811,7 +1008,7 @@ impl Overlay {
             let empty = if sealed {
                 inner.sealed.is_none()
             } else {
-                inner.pending.is_empty()
+                !inner.has_pending()
             };
             if empty {
                 return Ok(());
@@ -873,7 +1070,7 @@ impl Overlay {
     pub fn durable_point(&self) -> u64 {
         let inner = self.inner();
         // A sealed layer is flushed as the epoch before the pending one's.
-        if inner.pending.is_empty() {
+        if !inner.has_pending() {
             inner.pending_epoch - 1
         } else {
             inner.pending_epoch
@@ -949,11 +1146,17 @@ impl Overlay {
             .resident
             .as_ref()
             .filter(|r| r.prefixes[prefix as usize])?;
+        let bands = r
+            .bands
+            .iter()
+            .filter(|_| prefix == keys::BAND)
+            .flat_map(|b| b.map.keys().map(|&id| IVec::from(band_key(id))));
         Some(
             r.map
                 .keys()
                 .filter(|k| k.first() == Some(&prefix))
                 .cloned()
+                .chain(bands)
                 .collect(),
         )
     }
@@ -966,9 +1169,9 @@ impl Overlay {
             return Vec::new();
         };
         let mut by: std::collections::BTreeMap<u8, (u64, u64, u64)> = Default::default();
-        for (k, slot) in &r.map {
+        for (k, v) in r.records() {
             let Some(&p) = k.first() else { continue };
-            let len = slot.bytes().len() as u64;
+            let len = v.len() as u64;
             let e = by.entry(p).or_default();
             e.0 += 1;
             e.1 += k.len() as u64 + len;
@@ -1375,7 +1578,7 @@ fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<R
         db.flush()?;
     }
     tracing::info!(
-        records = r.map.len(),
+        records = r.len(),
         through,
         leftovers,
         seconds = started.elapsed().as_secs_f64(),
@@ -1494,8 +1697,8 @@ fn scan_layers<'k>(
     };
     match resident {
         Some(r) => {
-            for (k, slot) in r.map.iter().filter(|(k, _)| k.starts_with(prefix)) {
-                overlay((&k.to_vec(), &Some(slot.bytes())));
+            for (k, v) in r.records().filter(|(k, _)| k.starts_with(prefix)) {
+                overlay((&k.to_vec(), &Some(v)));
             }
         }
         None => {
@@ -1519,6 +1722,9 @@ pub struct Tx<'a> {
     writes: Vec<(Vec<u8>, Option<IVec>)>,
     /// Changes in place ([`Tx::update`]), applied at commit after `writes`.
     updates: Vec<(Vec<u8>, Update)>,
+    /// Band touches for the resident band index ([`Tx::touch_band`]),
+    /// applied at commit after `updates`: (band, seller, time).
+    touches: Vec<(u64, u64, i64)>,
     journaled: bool,
 }
 
@@ -1545,7 +1751,9 @@ impl Tx<'_> {
 
     /// Whether this transaction wrote `key` (its reads then see the write).
     pub fn wrote(&self, key: &[u8]) -> bool {
-        self.writes.iter().any(|(k, _)| k == key) || self.updates.iter().any(|(k, _)| k == key)
+        self.writes.iter().any(|(k, _)| k == key)
+            || self.updates.iter().any(|(k, _)| k == key)
+            || band_id(key).is_some_and(|id| self.touches.iter().any(|t| t.0 == id))
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -1563,6 +1771,34 @@ impl Tx<'_> {
         if !self.updates.is_empty() {
             self.updates.retain(|(k, _)| k != key);
         }
+        if let Some(id) = band_id(key).filter(|_| !self.touches.is_empty()) {
+            self.touches.retain(|t| t.0 != id);
+        }
+    }
+
+    /// Records that `seller` posted text in band `band` at `t`
+    /// ([`BandRecord::touch`]). With the band index resident, a touch
+    /// applied in place at commit; elsewhere an [`Tx::update`] of the
+    /// band's record (`read`: as read before the transaction).
+    pub fn touch_band(
+        &mut self,
+        band: u64,
+        read: Option<Option<BandRecord>>,
+        seller: u64,
+        t: i64,
+    ) -> Result<()> {
+        if self
+            .guard
+            .resident
+            .as_ref()
+            .is_some_and(|r| r.bands.is_some())
+        {
+            self.touches.push((band, seller, t));
+            return Ok(());
+        }
+        self.update(band_key(band), read, move |rec: &mut BandRecord| {
+            rec.touch(seller, t)
+        })
     }
 
     /// The record under `key` as this transaction sees it: `read` when it
@@ -1597,7 +1833,8 @@ impl Tx<'_> {
     {
         let wrote = self.writes.iter().any(|(k, _)| *k == key);
         match self.guard.resident.as_mut() {
-            Some(r) if r.holds(&key) && !wrote => {
+            // (Records of the band index are changed by touches.)
+            Some(r) if r.holds(&key) && !wrote && r.band_of(&key).is_none() => {
                 // Decoded now (under the transaction's lock: nothing else
                 // sees the key meanwhile), changed at commit.
                 r.decode_in_place::<T>(&key)?;
@@ -1635,7 +1872,8 @@ impl Tx<'_> {
     pub fn commit(mut self) {
         let writes = std::mem::take(&mut self.writes);
         let updates = std::mem::take(&mut self.updates);
-        if writes.is_empty() && updates.is_empty() {
+        let touches = std::mem::take(&mut self.touches);
+        if writes.is_empty() && updates.is_empty() && touches.is_empty() {
             return;
         }
         self.guard.commits += 1;
@@ -1663,6 +1901,45 @@ impl Tx<'_> {
         }
         if !updates.is_empty() {
             self.commit_updates(updates);
+        }
+        if !touches.is_empty() {
+            self.commit_touches(touches);
+        }
+    }
+
+    fn commit_touches(&mut self, touches: Vec<(u64, u64, i64)>) {
+        let capture = self.journaled && self.guard.journal.is_some();
+        let inner = &mut *self.guard;
+        let Some(r) = inner.resident.as_mut() else {
+            return;
+        };
+        for &(id, seller, t) in &touches {
+            r.touch_band(id, seller, t);
+        }
+        if !capture {
+            return;
+        }
+        // The changelog takes every change: encoded now (each band once).
+        let mut seen = Vec::with_capacity(touches.len());
+        for (id, _, _) in touches {
+            let Some(b) = r.bands.as_mut().and_then(|b| b.map.get_mut(&id)) else {
+                continue;
+            };
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            // Clean: its bytes go into the pending layer now.
+            b.dirty = false;
+            let v = band_bytes(&b.sellers);
+            if let Some(journal) = inner.journal.as_mut() {
+                journal.push(Change {
+                    key: band_key(id),
+                    value: Some(v.to_vec()),
+                    thread: std::thread::current().id(),
+                });
+            }
+            inner.pending.insert(band_key(id), Some(v));
         }
     }
 
@@ -1913,10 +2190,10 @@ mod tests {
 
     #[test]
     fn records_changed_in_place_reach_reads_scans_seals_flushes_and_the_journal() {
-        use crate::records::{BandRecord, Pairs};
+        use crate::records::BandRecord;
         let dir = tempfile::tempdir().unwrap();
         let band = |sellers: &[(u64, i64)]| BandRecord {
-            sellers: Pairs(sellers.to_vec()),
+            sellers: sellers.iter().copied().collect(),
         };
         let touch = |tx: &mut Tx<'_>, k: &str, s: u64, t: i64| {
             tx.update(k.into(), None, move |r: &mut BandRecord| r.touch(s, t))

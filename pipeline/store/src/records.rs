@@ -208,24 +208,39 @@ impl std::ops::DerefMut for Pairs {
 
 impl Serialize for Pairs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.0.len() * 16);
-        for (a, b) in &self.0 {
-            bytes.extend_from_slice(&a.to_le_bytes());
-            bytes.extend_from_slice(&b.to_le_bytes());
-        }
-        s.serialize_bytes(&bytes)
+        pair_bytes::serialize(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for Pairs {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Pairs;
+        pair_bytes::deserialize(d).map(Pairs)
+    }
+}
+
+/// The encoding of [`Pairs`], for any collection of pairs (serde `with`).
+pub(crate) mod pair_bytes {
+    pub fn serialize<S: serde::Serializer>(pairs: &[(u64, i64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(pairs.len() * 16);
+        for (a, b) in pairs {
+            bytes.extend_from_slice(&a.to_le_bytes());
+            bytes.extend_from_slice(&b.to_le_bytes());
+        }
+        s.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D, C>(d: D) -> Result<C, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        C: FromIterator<(u64, i64)>,
+    {
+        struct V<C>(std::marker::PhantomData<C>);
+        impl<C: FromIterator<(u64, i64)>> serde::de::Visitor<'_> for V<C> {
+            type Value = C;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("16-byte (u64, i64) entries")
             }
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Pairs, E> {
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<C, E> {
                 if b.len() % 16 != 0 {
                     return Err(E::invalid_length(b.len(), &self));
                 }
@@ -234,19 +249,17 @@ impl<'de> Deserialize<'de> for Pairs {
                     w.copy_from_slice(c);
                     w
                 };
-                Ok(Pairs(
-                    b.chunks_exact(16)
-                        .map(|c| {
-                            (
-                                u64::from_le_bytes(word(&c[..8])),
-                                i64::from_le_bytes(word(&c[8..])),
-                            )
-                        })
-                        .collect(),
-                ))
+                Ok(b.chunks_exact(16)
+                    .map(|c| {
+                        (
+                            u64::from_le_bytes(word(&c[..8])),
+                            i64::from_le_bytes(word(&c[8..])),
+                        )
+                    })
+                    .collect())
             }
         }
-        d.deserialize_bytes(V)
+        d.deserialize_bytes(V(std::marker::PhantomData))
     }
 }
 
@@ -280,19 +293,30 @@ impl IdentRecord {
 /// keeps them allocation-free) whose text fell in a MinHash band bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BandRecord {
-    pub sellers: Pairs,
+    /// Encoded as [`Pairs`] are.
+    #[serde(with = "pair_bytes")]
+    pub sellers: BandSellers,
 }
+
+/// A band's (seller hash, last time) entries: most bands have one seller,
+/// held inline (the resident band index keeps millions of them).
+pub type BandSellers = smallvec::SmallVec<[(u64, i64); 1]>;
 
 impl BandRecord {
     pub fn touch(&mut self, seller: u64, t: i64) {
-        if let Some(e) = self.sellers.iter_mut().find(|(s, _)| *s == seller) {
+        Self::touch_sellers(&mut self.sellers, seller, t);
+    }
+
+    /// [`BandRecord::touch`] of a band's sellers, wherever they are kept.
+    pub fn touch_sellers(sellers: &mut BandSellers, seller: u64, t: i64) {
+        if let Some(e) = sellers.iter_mut().find(|(s, _)| *s == seller) {
             e.1 = e.1.max(t);
         } else {
-            self.sellers.push((seller, t));
+            sellers.push((seller, t));
         }
-        if self.sellers.len() > 32 {
-            self.sellers.sort_by_key(|e| std::cmp::Reverse(e.1));
-            self.sellers.truncate(32);
+        if sellers.len() > 32 {
+            sellers.sort_by_key(|e| std::cmp::Reverse(e.1));
+            sellers.truncate(32);
         }
     }
 }

@@ -461,7 +461,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
                 }
                 b'b' => {
                     let r: BandRecord = postcard::from_bytes(&v).unwrap();
-                    postcard::to_allocvec(&r.sellers.0)
+                    postcard::to_allocvec(&r.sellers.to_vec())
                 }
                 b'p' => {
                     let r: PriceRecord = postcard::from_bytes(&v).unwrap();
