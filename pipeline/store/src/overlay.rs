@@ -242,6 +242,9 @@ struct BandSlot {
     dirty: bool,
 }
 
+/// A text band's (seller hash, last time) entries, if it has a record.
+pub type BandView<'a> = Option<&'a [(u64, i64)]>;
+
 /// The band id of a band key (`b` and 8 big-endian bytes).
 fn band_id(key: &[u8]) -> Option<u64> {
     match key {
@@ -760,12 +763,12 @@ impl Overlay {
         &self,
         bands: &[u64],
         decoded: &mut Option<Vec<Option<BandRecord>>>,
-        f: impl FnOnce(&[Option<&[(u64, i64)]>]) -> R,
+        f: impl FnOnce(&[BandView<'_>]) -> R,
     ) -> Result<R> {
         let mut inner = self.inner();
         if let Some(r) = inner.resident.as_ref().filter(|r| r.bands.is_some()) {
             r.check_bands(bands)?;
-            let recs: smallvec::SmallVec<[Option<&[(u64, i64)]>; 8]> =
+            let recs: smallvec::SmallVec<[BandView<'_>; 8]> =
                 bands.iter().map(|&id| r.band(id)).collect();
             return Ok(f(&recs));
         }
@@ -777,7 +780,7 @@ impl Overlay {
             })
             .collect::<Result<Vec<_>>>()?;
         drop(inner);
-        let sellers: Vec<Option<&[(u64, i64)]>> = recs
+        let sellers: Vec<BandView<'_>> = recs
             .iter()
             .map(|r| r.as_ref().map(|r| &r.sellers[..]))
             .collect();
