@@ -548,7 +548,7 @@ impl Store {
     fn duplicate_sellers(
         &self,
         listing: &Listing,
-        bands: &[Option<&[(u64, i64)]>],
+        bands: &[overlay::BandView<'_>],
         now: i64,
     ) -> u32 {
         let horizon = now - self.config.duplicate_window_days * DAY_MS;
