@@ -384,8 +384,9 @@ impl Resident {
         Some(&b.sellers)
     }
 
-    /// [`BandRecord::touch`] of band `id` in place; it is then dirty.
-    fn touch_band(&mut self, id: u64, seller: u64, t: i64) {
+    /// [`BandRecord::touch`] of band `id` in place; it is then dirty
+    /// (unless `clean`: the caller puts its bytes in the pending layer).
+    fn touch_band(&mut self, id: u64, seller: u64, t: i64, clean: bool) {
         let Some(bands) = self.bands.as_mut() else {
             return;
         };
@@ -394,7 +395,7 @@ impl Resident {
             dirty: false,
         });
         BandRecord::touch_sellers(&mut slot.sellers, seller, t);
-        if !std::mem::replace(&mut slot.dirty, true) {
+        if !clean && !std::mem::replace(&mut slot.dirty, true) {
             bands.dirty.push(id);
         }
     }
@@ -1917,7 +1918,7 @@ impl Tx<'_> {
             return;
         };
         for &(id, seller, t) in &touches {
-            r.touch_band(id, seller, t);
+            r.touch_band(id, seller, t, capture);
         }
         if !capture {
             return;
@@ -1932,8 +1933,6 @@ impl Tx<'_> {
                 continue;
             }
             seen.push(id);
-            // Clean: its bytes go into the pending layer now.
-            b.dirty = false;
             let v = band_bytes(&b.sellers);
             if let Some(journal) = inner.journal.as_mut() {
                 journal.push(Change {
@@ -2567,6 +2566,165 @@ mod tests {
             image_state(dir.path()).get("s-last").map(String::as_str),
             Some("w")
         );
+    }
+
+    /// The resident band index against [`BandRecord`]s kept beside it: the
+    /// same sellers through touches, puts, removals, seals, flushes,
+    /// change capture, damage, a crash copy and a reopen.
+    #[test]
+    fn the_band_index_holds_what_band_records_would() {
+        // Without change capture touched bands reach the log at flushes,
+        // with it at commit.
+        for capture in [false, true] {
+            band_index_against_records(capture);
+        }
+    }
+
+    fn band_index_against_records(capture: bool) {
+        type Model = std::collections::BTreeMap<u64, BandRecord>;
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let mut model = Model::new();
+        let ids: Vec<u64> = (0..12u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        // Every band as the index answers it, by reads, gets and a scan.
+        let check = |o: &Overlay, model: &Model, when: &str| {
+            let want: Vec<Option<Vec<(u64, i64)>>> = ids
+                .iter()
+                .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
+                .collect();
+            let got = o
+                .read_bands(&ids, &mut None, |recs| {
+                    recs.iter()
+                        .map(|r| r.map(<[_]>::to_vec))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap();
+            assert_eq!(got, want, "{when}: reads");
+            for id in &ids {
+                let bytes = o.get(&band_key(*id)).unwrap();
+                assert_eq!(
+                    bytes,
+                    model.get(id).map(|r| IVec::from(crate::encode(r))),
+                    "{when}: get"
+                );
+            }
+            let scanned = o.scan_prefix(&[keys::BAND]).unwrap();
+            let want: Vec<_> = model
+                .iter()
+                .map(|(id, r)| (band_key(*id), IVec::from(crate::encode(r))))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            assert_eq!(scanned, want, "{when}: scan");
+            let mut keys = o.resident_keys(keys::BAND).unwrap();
+            keys.sort();
+            let want: Vec<IVec> = want.into_iter().map(|(k, _)| IVec::from(k)).collect();
+            assert_eq!(keys, want, "{when}: resident keys");
+        };
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        {
+            let (_db, o) = open(dir.path());
+            o.track_keys(true).unwrap();
+            if capture {
+                o.enable_journal();
+            }
+            for step in 0..400 {
+                let mut tx = o.begin();
+                // Up to 6 touches per event, 40 sellers: bands fill past 32.
+                for _ in 0..1 + next() % 6 {
+                    let id = ids[(next() % ids.len() as u64) as usize];
+                    let (seller, t) = (next() % 40, (step * 10 + (next() % 30) as i64));
+                    tx.touch_band(id, None, seller, t).unwrap();
+                    model.entry(id).or_default().touch(seller, t);
+                }
+                match step % 50 {
+                    // A put replaces the record, touches before it in the
+                    // transaction are dropped, touches after it apply on it.
+                    7 => {
+                        let id = ids[3];
+                        let rec = BandRecord {
+                            sellers: [(999, step * 10)].into_iter().collect(),
+                        };
+                        tx.put(band_key(id), crate::encode(&rec));
+                        tx.touch_band(id, None, 998, step * 10 + 1).unwrap();
+                        let mut rec = rec;
+                        rec.touch(998, step * 10 + 1);
+                        model.insert(id, rec);
+                    }
+                    21 => {
+                        tx.remove(band_key(ids[5]));
+                        model.remove(&ids[5]);
+                    }
+                    _ => {}
+                }
+                tx.commit();
+                if step == 0 {
+                    assert!(o.pending() > 0, "touched bands count as pending");
+                }
+                match step % 37 {
+                    5 => o.flush().unwrap(),
+                    11 => o.seal().unwrap(),
+                    17 => o.flush_sealed().unwrap(),
+                    _ => {}
+                }
+                if step % 13 == 0 {
+                    check(&o, &model, &format!("step {step}"));
+                }
+            }
+            // Change capture saw every band change with its bytes then.
+            let journal = o.take_journal();
+            assert_eq!(journal.is_empty(), !capture);
+            let last = |id: u64| {
+                journal
+                    .iter()
+                    .rev()
+                    .find(|c| c.key == band_key(id))
+                    .map(|c| c.value.clone())
+            };
+            for id in ids.iter().filter(|_| capture) {
+                let want = model.get(id).map(|r| crate::encode(r));
+                assert_eq!(last(*id), Some(want), "journal of band {id:x}");
+            }
+            o.flush().unwrap();
+            // A flush with only touched bands pending flushes them too.
+            let mut tx = o.begin();
+            tx.touch_band(ids[1], None, 7, 5_000).unwrap();
+            tx.commit();
+            model.entry(ids[1]).or_default().touch(7, 5_000);
+            assert_eq!(o.pending(), 1);
+            o.flush().unwrap();
+            assert_eq!(o.pending(), 0);
+            for sub in ["db", "wal", "history"] {
+                copy_dir(&dir.path().join(sub), &crashed.path().join(sub));
+            }
+            // Bytes that are no band record: kept, and reads report them.
+            let mut tx = o.begin();
+            tx.put(band_key(ids[0]), vec![5, 1, 2]);
+            tx.commit();
+            let err = o.read_bands(&ids[..1], &mut None, |_| ()).unwrap_err();
+            assert!(err.to_string().contains("corrupt"), "{err}");
+            assert_eq!(
+                o.get(&band_key(ids[0])).unwrap().as_deref(),
+                Some([5u8, 1, 2].as_slice())
+            );
+            let mut tx = o.begin();
+            tx.put(band_key(ids[0]), crate::encode(&model[&ids[0]]));
+            tx.commit();
+            check(&o, &model, "repaired");
+        }
+        // Reopened after a close (the image), and from the crash copy (the log).
+        for (d, when) in [(dir.path(), "reopened"), (crashed.path(), "after a crash")] {
+            let (_db, o) = open(d);
+            check(&o, &model, &format!("{when}, capture {capture}"));
+        }
     }
 
     fn copy_dir(from: &Path, to: &Path) {
