@@ -2690,7 +2690,7 @@ mod tests {
                     .map(|c| c.value.clone())
             };
             for id in ids.iter().filter(|_| capture) {
-                let want = model.get(id).map(|r| crate::encode(r));
+                let want = model.get(id).map(crate::encode);
                 assert_eq!(last(*id), Some(want), "journal of band {id:x}");
             }
             o.flush().unwrap();
