@@ -257,14 +257,22 @@ fn band_key(id: u64) -> Vec<u8> {
     keys::key_bytes(keys::BAND, &id.to_be_bytes())
 }
 
-/// A band record's bytes (as [`BandRecord`] encodes them).
+/// A band record's bytes, as [`BandRecord`] encodes them (postcard: the
+/// length of its one byte string as a varint, then 16-byte entries),
+/// written straight into one buffer (through serde it was three copies).
 fn band_bytes(sellers: &BandSellers) -> IVec {
-    #[derive(serde::Serialize)]
-    struct Ref<'a> {
-        #[serde(with = "crate::records::pair_bytes")]
-        sellers: &'a [(u64, i64)],
+    let mut buf: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::new();
+    let mut n = sellers.len() as u64 * 16;
+    while n >= 0x80 {
+        buf.push((n as u8) | 0x80);
+        n >>= 7;
     }
-    IVec::from(crate::encode(&Ref { sellers }))
+    buf.push(n as u8);
+    for (a, b) in sellers {
+        buf.extend_from_slice(&a.to_le_bytes());
+        buf.extend_from_slice(&b.to_le_bytes());
+    }
+    IVec::from(&buf[..])
 }
 
 /// A record a resident keyspace keeps decoded between flushes
