@@ -414,8 +414,8 @@ pub struct ReplayArgs {
     /// Keep the history's records (sellers, text bands, prices, identifier
     /// links) wholly in memory, and on disk in the store's history image
     /// instead of sled: faster for memory that grows with the sellers and
-    /// listings (400k events: +34%, +63 MB peak RSS; 1M events from 355k
-    /// sellers: +77%, +191 MB). Sticks to the store: later commands load
+    /// listings (400k events: +56%, +6 MB peak RSS; 1M events from 355k
+    /// sellers: +71%, +125 MB). Sticks to the store: later commands load
     /// the image; a run without it moves the history back into sled.
     #[arg(long, env = "HAECHI_RESIDENT_HISTORY")]
     pub resident_history: bool,

@@ -150,8 +150,8 @@ pub struct HistoryConfig {
     /// delta file each, and a store with an image loads it at every open
     /// (one-off commands too: 2.2 s for 355k sellers). Turned off again, the
     /// next long run moves them back into sled. Measured (BENCHMARKS.md,
-    /// 12th session, 2 workers): 400k-event replay 27.0k → 36.1k events/s
-    /// for +63 MB peak RSS; 1M events (355k sellers) 17.0k → 30.2k for +191
+    /// 13th session, 2 workers): 400k-event replay 25.5k → 39.6k events/s
+    /// for +6 MB peak RSS; 1M events (355k sellers) 18.1k → 30.9k for +125
     /// MB. Off: sled's page cache bounds that memory.
     pub resident_history: bool,
     /// With `resident_history`: distinct keys of held-back writes past
