@@ -375,13 +375,26 @@ impl Resident {
 
     /// Every resident record as (key, bytes), in no order.
     fn records(&self) -> impl Iterator<Item = (IVec, IVec)> + '_ {
-        let bands = self.bands.iter().flat_map(|b| {
-            b.map
-                .iter()
-                .map(|(&id, b)| (IVec::from(band_key(id)), band_bytes(&b.sellers)))
-        });
+        self.records_with_prefix(&[])
+    }
+
+    /// The resident records whose keys start with `prefix`, in no order
+    /// (bands encoded only when they can match).
+    fn records_with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (IVec, IVec)> + 'a {
+        let bands = self
+            .bands
+            .iter()
+            .filter(move |_| prefix.first().is_none_or(|&p| p == keys::BAND))
+            .flat_map(|b| b.map.iter())
+            .map(|(&id, b)| (IVec::from(band_key(id)), &b.sellers))
+            .filter(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, sellers)| (k, band_bytes(sellers)));
         self.map
             .iter()
+            .filter(move |(k, _)| k.starts_with(prefix))
             .map(|(k, slot)| (k.clone(), slot.bytes()))
             .chain(bands)
     }
@@ -1709,7 +1722,7 @@ fn scan_layers<'k>(
     };
     match resident {
         Some(r) => {
-            for (k, v) in r.records().filter(|(k, _)| k.starts_with(prefix)) {
+            for (k, v) in r.records_with_prefix(prefix) {
                 overlay((&k.to_vec(), &Some(v)));
             }
         }
