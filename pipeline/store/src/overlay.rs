@@ -260,7 +260,7 @@ fn band_key(id: u64) -> Vec<u8> {
 /// A band record's bytes, as [`BandRecord`] encodes them (postcard: the
 /// length of its one byte string as a varint, then 16-byte entries),
 /// written straight into one buffer (through serde it was three copies).
-fn band_bytes(sellers: &BandSellers) -> IVec {
+fn band_bytes(sellers: &[(u64, i64)]) -> IVec {
     let mut buf: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::new();
     let mut n = sellers.len() as u64 * 16;
     while n >= 0x80 {
@@ -360,12 +360,11 @@ impl Resident {
 
     /// The record under `key`, as bytes.
     fn get(&self, key: &[u8]) -> Option<IVec> {
-        if let (Some(bands), Some(id)) = (self.bands.as_ref(), self.band_of(key)) {
-            if let Some(b) = bands.map.get(&id) {
-                return Some(band_bytes(&b.sellers));
-            }
+        match self.band_of(key).and_then(|id| self.band(id)) {
+            Some(sellers) => Some(band_bytes(sellers)),
+            // (Damaged band bytes, if any, are here too.)
+            None => self.map.get(key).map(Slot::bytes),
         }
-        self.map.get(key).map(Slot::bytes)
     }
 
     /// Resident records.
