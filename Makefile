@@ -29,7 +29,7 @@ broker-up:
 broker-down:
 	scripts/broker.sh down
 
-## bench: criterion benchmarks of every stage, then the whole pipeline over generated day sets (100k/400k/1M events).
+## bench: criterion benchmarks of every stage, then the whole pipeline over generated day sets (100k/400k/1M events; history in sled and resident).
 bench: build
 	$(CARGO) bench -p haechi-engine --bench rules --bench model
 	$(CARGO) bench -p haechi-store --bench history
