@@ -31,9 +31,7 @@ old=$1 new=$2
 for b in "$old" "$new"; do
   [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }
 done
-input=target/bench/day-$size.jsonl
-mkdir -p target/bench
-[ -f "$input" ] || cargo run --release --quiet -p haechi-fixtures -- day --events "$size" --out "$input" >/dev/null
+input=$(scripts/day-set.sh "$size")
 cat "$input" > /dev/null # into the page cache: the first run would read it from disk
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -16,8 +16,7 @@ MODES=${MODES:-"default resident"}
 mkdir -p target/bench
 printf "%-9s %-7s %-9s %12s %10s %10s %8s %12s %12s\n" events workers history "events/s" "p50 µs" "p99 µs" "CPU s" "peak RSS" "store"
 for n in $SIZES; do
-  f=target/bench/day-$n.jsonl
-  [ -f "$f" ] || cargo run --release --quiet -p haechi-fixtures -- day --events "$n" --out "$f" >/dev/null
+  f=$(scripts/day-set.sh "$n")
   for w in $WORKERS; do
     for mode in $MODES; do
       store=target/bench/store-$n-$w-$mode

@@ -23,8 +23,7 @@ while getopts "s:w:rb:" opt; do
   esac
 done
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
-input=target/bench/day-$size.jsonl
-[ -f "$input" ] || cargo run --release --quiet -p haechi-fixtures -- day --events "$size" --out "$input" >/dev/null
+input=$(scripts/day-set.sh "$size")
 out=target/profile
 rm -rf "$out" && mkdir -p "$out"
 # 499 Hz with 32 KB stacks: ~300 MB of data for the 400k set.
