@@ -26,7 +26,10 @@
 //! * review cases: the most advanced status wins (decided, then the latest
 //!   claim, then open), and the queue index is rebuilt from the merged case;
 //! * listing state and idempotency records: the restored value (they are
-//!   written only by the partition's own events, in order).
+//!   written only by the partition's own events, in order);
+//! * verdict dictionary entries: kept (an entry never changes; one that
+//!   differs from ours is refused as corrupt). Every event's changes carry
+//!   the entries its verdict refers to (see [`crate::dict`]).
 //!
 //! The audit log and the store's meta records are per instance and are not
 //! replicated.
@@ -109,7 +112,8 @@ fn replicated(key: &[u8]) -> bool {
                 | keys::IDENT
                 | keys::BAND
                 | keys::PRICE
-                | keys::CASE)
+                | keys::CASE
+                | keys::DICT)
         )
     )
 }
@@ -235,6 +239,18 @@ impl Store {
                 }
                 Some(keys::LISTING) => restore_merged(&mut tx, key, value, merge_listing)?,
                 Some(keys::CASE) => restore_case(&mut tx, key, value)?,
+                // Entries never change: another string under the same id
+                // would misread this store's verdicts.
+                Some(keys::DICT) => match tx.get(key)? {
+                    Some(ours) if *ours != **value => {
+                        return Err(corrupt(
+                            key,
+                            "a restored verdict dictionary entry differs from this store's".into(),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => tx.put(key.clone(), value.clone()),
+                },
                 _ => tx.put(key.clone(), value.clone()),
             }
         }

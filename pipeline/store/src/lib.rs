@@ -31,6 +31,7 @@
 
 pub mod changelog;
 mod compaction;
+mod dict;
 mod image;
 mod migrate;
 pub mod overlay;
@@ -68,9 +69,9 @@ pub enum StoreError {
 /// at open when this haechi knows how (`migrate`), refused otherwise
 /// rather than misread. 2: events' idempotency records moved into their
 /// listing's record. 3: writes go through a log in `wal/` first. 4:
-/// verdicts in postcard, band and price samples fixed-width (2 and 3 are
-/// upgraded in place).
-pub const STORE_FORMAT: u32 = 4;
+/// verdicts in postcard, band and price samples fixed-width. 5: verdicts'
+/// shared strings in a dictionary (`dict`). 2 to 4 are upgraded in place.
+pub const STORE_FORMAT: u32 = 5;
 
 /// The keyspaces [`Store::track_keys`] keeps in memory with
 /// [`HistoryConfig::resident_history`]: the history's records every event
@@ -105,6 +106,8 @@ pub(crate) mod keys {
     pub const CASE: u8 = b'c';
     pub const AUDIT: u8 = b'a';
     pub const QUEUE: u8 = b'q';
+    /// The verdict dictionary (see [`crate::dict`]).
+    pub const DICT: u8 = b'd';
 
     pub fn key(prefix: u8, id: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(id.len() + 1);
@@ -244,6 +247,8 @@ pub struct Store {
     flush_owner: std::sync::Mutex<Option<std::thread::ThreadId>>,
     /// Flushes of other threads waiting for the owner's.
     flush_waiters: std::sync::atomic::AtomicUsize,
+    /// The verdict dictionary entries met so far.
+    dict: dict::Dict,
 }
 
 /// How long a flush from another thread waits for the owner's flush.
@@ -344,6 +349,7 @@ impl Store {
             stop_compaction: Default::default(),
             flush_owner: std::sync::Mutex::new(None),
             flush_waiters: Default::default(),
+            dict: dict::Dict::default(),
         })
     }
 
@@ -407,7 +413,9 @@ impl Store {
         let Some(stored) = rec.event(event_id).and_then(|e| e.verdict.as_ref()) else {
             return Ok(None);
         };
-        let verdict = stored.verdict(event_id, listing_id);
+        let verdict = self
+            .dict
+            .verdict(stored, event_id, listing_id, |k| self.overlay.get(k))?;
         serde_json::to_string(&verdict)
             .map(|json| Some((verdict, json)))
             .map_err(|e| StoreError::Corrupt {
@@ -638,10 +646,15 @@ impl Store {
             .collect();
         // Its state, and the event's idempotency record with the verdict.
         let mut events = previous.map(|p| p.events).unwrap_or_default();
+        let mut entries = dict::Entries::default();
+        let capture = tx.captured();
+        let stored = self
+            .dict
+            .store(verdict, capture, |k| tx.get(k), &mut entries)?;
         events.push(EventRecord {
             event_id: listing.event_id.clone(),
             at: now,
-            verdict: Some(StoredVerdict::new(verdict)),
+            verdict: Some(stored),
         });
         let listing_rec = ListingRecord {
             seller_id: listing.seller_id.clone(),
@@ -692,7 +705,11 @@ impl Store {
         }
 
         tx.put(listing_key, encode(&listing_rec));
+        for (k, v) in std::mem::take(&mut entries.writes) {
+            tx.put(k, v);
+        }
         tx.commit();
+        self.dict.committed(entries);
         self.last_event
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
         self.first_event
@@ -1053,6 +1070,7 @@ fn keyspace_name(prefix: u8) -> &'static str {
         keys::CASE => "review cases",
         keys::AUDIT => "review audit log",
         keys::QUEUE => "review queue",
+        keys::DICT => "verdict dictionary",
         _ => "other",
     }
 }
@@ -1080,7 +1098,7 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<Option<u32>> {
     };
     match found {
         Some(STORE_FORMAT) => Ok(None),
-        Some(from @ (2 | 3)) => Ok(Some(from)),
+        Some(from @ (2..=4)) => Ok(Some(from)),
         _ => Err(StoreError::Format {
             path: path.display().to_string(),
             found: found.map_or("1 (unstamped)".into(), |f| f.to_string()),

@@ -1773,6 +1773,11 @@ impl Tx<'_> {
         self.guard.commits
     }
 
+    /// Whether this transaction's writes are captured for the changelog.
+    pub fn captured(&self) -> bool {
+        self.journaled && self.guard.journal.is_some()
+    }
+
     /// Whether this transaction wrote `key` (its reads then see the write).
     pub fn wrote(&self, key: &[u8]) -> bool {
         self.writes.iter().any(|(k, _)| k == key)

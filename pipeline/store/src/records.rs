@@ -1,6 +1,6 @@
 //! The records the store keeps, encoded with postcard.
 
-use haechi_engine::{Action, Reason, ReasonSource, Span, Verdict, Versions};
+use haechi_engine::{Action, ReasonSource, Span};
 use serde::{Deserialize, Serialize};
 
 /// The longest list of recent listing times kept per seller: enough to count
@@ -120,70 +120,39 @@ pub struct EventRecord {
 /// A verdict as its listing's record keeps it: without the event and
 /// listing ids the record already holds, in postcard rather than JSON (a
 /// third of the bytes; the verdict JSON was 75% of the store on the 400k
-/// day set). [`StoredVerdict::verdict`] gives back the very same
-/// [`Verdict`], so its JSON is byte for byte the one first emitted.
+/// day set), and the strings every verdict repeats — reason ids, the rule
+/// and policy explanations, the rules and model versions — as references
+/// to the store's dictionary (format 5; they were two thirds of a stored
+/// verdict). [`crate::dict::Dict`] makes one and gives back the very same
+/// [`haechi_engine::Verdict`], so its JSON is byte for byte the one first
+/// emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredVerdict {
     pub seller_id: String,
     pub action: Action,
     pub score: f64,
     pub reasons: Vec<StoredReason>,
-    pub versions: Versions,
+    pub rules: Text,
+    pub model: Text,
 }
 
-/// A [`Reason`] for postcard, which cannot skip empty fields as the JSON does.
+/// A [`haechi_engine::Reason`] for postcard, which cannot skip empty fields
+/// as the JSON does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredReason {
     pub source: ReasonSource,
-    pub id: String,
-    pub detail: String,
+    pub id: Text,
+    pub detail: Text,
     pub weight: f64,
     pub spans: Vec<Span>,
 }
 
-impl StoredVerdict {
-    pub fn new(v: &Verdict) -> StoredVerdict {
-        StoredVerdict {
-            seller_id: v.seller_id.clone(),
-            action: v.action,
-            score: v.score,
-            reasons: v
-                .reasons
-                .iter()
-                .map(|r| StoredReason {
-                    source: r.source,
-                    id: r.id.clone(),
-                    detail: r.detail.clone(),
-                    weight: r.weight,
-                    spans: r.spans.clone(),
-                })
-                .collect(),
-            versions: v.versions.clone(),
-        }
-    }
-
-    /// The verdict of event `event_id` of listing `listing_id`.
-    pub fn verdict(&self, event_id: &str, listing_id: &str) -> Verdict {
-        Verdict {
-            event_id: event_id.to_owned(),
-            listing_id: listing_id.to_owned(),
-            seller_id: self.seller_id.clone(),
-            action: self.action,
-            score: self.score,
-            reasons: self
-                .reasons
-                .iter()
-                .map(|r| Reason {
-                    source: r.source,
-                    id: r.id.clone(),
-                    detail: r.detail.clone(),
-                    weight: r.weight,
-                    spans: r.spans.clone(),
-                })
-                .collect(),
-            versions: self.versions.clone(),
-        }
-    }
+/// A string of a stored verdict: in the record itself, or the id of a
+/// dictionary entry (8 bytes of the string's stable hash) holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Text {
+    Inline(String),
+    Ref([u8; 8]),
 }
 
 /// (u64, i64) pairs — (seller hash, time), (price, time) — as ONE byte

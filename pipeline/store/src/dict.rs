@@ -1,0 +1,219 @@
+//! The verdict dictionary (store format 5): the strings every stored verdict
+//! repeats, kept once.
+//!
+//! A listing's record keeps the verdict of each of its events, so that a
+//! redelivered event gets the very same bytes. Two thirds of a stored
+//! verdict were strings from a small vocabulary: reason ids, the rule and
+//! policy explanations, the rules and model versions (338 bytes per listing
+//! record on the 400k day set, 286 of them its verdicts). Those are stored
+//! under `d` + the 8 bytes of their stable hash ([`fxhash64`]) and a verdict
+//! refers to them by that id ([`Text::Ref`]); strings drawn from the listing
+//! or the seller's history (a price, a domain, the model's probability) stay
+//! in the record ([`Text::Inline`]), so the dictionary only grows with new
+//! rules and model versions.
+//!
+//! Invariants:
+//! * an entry is written in the same transaction as the first record that
+//!   refers to it (the same log, the same flush), and never removed or
+//!   changed: ids are content hashes, so writing it twice is harmless;
+//! * a string whose hash is already taken by another string is kept inline
+//!   (the id of an entry always names that entry's string);
+//! * with change capture on, every transaction writes again the entries its
+//!   verdict refers to, so a changelog partition carries every entry its
+//!   listings need, whichever partition wrote it first.
+
+use crate::records::{StoredReason, StoredVerdict, Text};
+use crate::{keys, Result, StoreError};
+use haechi_engine::history::fxhash64;
+use haechi_engine::{Reason, ReasonSource, Verdict, Versions};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The dictionary entries a process has met (read or written): a few
+/// hundred strings per rules version.
+#[derive(Debug, Default)]
+pub(crate) struct Dict {
+    known: Mutex<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    by_text: HashMap<Arc<str>, [u8; 8], foldhash::fast::RandomState>,
+    by_id: HashMap<[u8; 8], Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl Known {
+    fn learn(&mut self, id: [u8; 8], s: Arc<str>) {
+        self.by_text.insert(s.clone(), id);
+        self.by_id.insert(id, s);
+    }
+}
+
+/// What storing a verdict needs written besides the record: entries to put
+/// (new ones, or all referenced ones under change capture), and the new
+/// ones to remember once the transaction is committed
+/// ([`Dict::committed`]).
+#[derive(Default)]
+pub(crate) struct Entries {
+    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    new: Vec<([u8; 8], Arc<str>)>,
+}
+
+/// The store key of a dictionary entry.
+pub(crate) fn key(id: [u8; 8]) -> Vec<u8> {
+    keys::key_bytes(keys::DICT, &id)
+}
+
+/// Whether a reason's explanation comes from a bounded vocabulary (the rule
+/// packs and the policy) rather than from the listing or the history.
+fn shared_detail(source: ReasonSource) -> bool {
+    matches!(source, ReasonSource::Rule | ReasonSource::Policy)
+}
+
+impl Dict {
+    /// `v` as a listing record keeps it. `get` reads the store (through the
+    /// transaction that will carry `entries`); `capture`: write every
+    /// referenced entry again (see the module documentation).
+    pub fn store(
+        &self,
+        v: &Verdict,
+        capture: bool,
+        mut get: impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+        entries: &mut Entries,
+    ) -> Result<StoredVerdict> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut intern = |s: &str| intern(&mut known, s, capture, &mut get, entries);
+        let mut reasons = Vec::with_capacity(v.reasons.len());
+        for r in &v.reasons {
+            reasons.push(StoredReason {
+                source: r.source,
+                id: intern(&r.id)?,
+                detail: if shared_detail(r.source) {
+                    intern(&r.detail)?
+                } else {
+                    Text::Inline(r.detail.clone())
+                },
+                weight: r.weight,
+                spans: r.spans.clone(),
+            });
+        }
+        Ok(StoredVerdict {
+            seller_id: v.seller_id.clone(),
+            action: v.action,
+            score: v.score,
+            reasons,
+            rules: intern(&v.versions.rules)?,
+            model: intern(&v.versions.model)?,
+        })
+    }
+
+    /// The new entries of a committed transaction are known from now on
+    /// (before, a failed transaction would have left ids without entries).
+    pub fn committed(&self, entries: Entries) {
+        if entries.new.is_empty() {
+            return;
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, s) in entries.new {
+            known.learn(id, s);
+        }
+    }
+
+    /// The verdict of event `event_id` of listing `listing_id`, as first
+    /// emitted. A reference without its entry is a corrupt store.
+    pub fn verdict(
+        &self,
+        sv: &StoredVerdict,
+        event_id: &str,
+        listing_id: &str,
+        mut get: impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+    ) -> Result<Verdict> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = |t: &Text| resolve(&mut known, t, &mut get);
+        let mut reasons = Vec::with_capacity(sv.reasons.len());
+        for r in &sv.reasons {
+            reasons.push(Reason {
+                source: r.source,
+                id: text(&r.id)?,
+                detail: text(&r.detail)?,
+                weight: r.weight,
+                spans: r.spans.clone(),
+            });
+        }
+        Ok(Verdict {
+            event_id: event_id.to_owned(),
+            listing_id: listing_id.to_owned(),
+            seller_id: sv.seller_id.clone(),
+            action: sv.action,
+            score: sv.score,
+            reasons,
+            versions: Versions {
+                rules: text(&sv.rules)?,
+                model: text(&sv.model)?,
+            },
+        })
+    }
+}
+
+fn intern(
+    known: &mut Known,
+    s: &str,
+    capture: bool,
+    get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+    entries: &mut Entries,
+) -> Result<Text> {
+    let id = match known.by_text.get(s) {
+        Some(&id) => id,
+        None => {
+            let id = fxhash64(s.as_bytes()).to_le_bytes();
+            match known.by_id.get(&id) {
+                // Its hash names another string.
+                Some(_) => return Ok(Text::Inline(s.to_owned())),
+                None => match get(&key(id))? {
+                    Some(stored) if *stored == *s.as_bytes() => {
+                        known.learn(id, s.into());
+                    }
+                    Some(stored) => {
+                        if let Ok(other) = std::str::from_utf8(&stored) {
+                            known.learn(id, other.into());
+                        }
+                        return Ok(Text::Inline(s.to_owned()));
+                    }
+                    None => {
+                        entries.new.push((id, s.into()));
+                        entries.writes.push((key(id), s.as_bytes().to_vec()));
+                        return Ok(Text::Ref(id));
+                    }
+                },
+            }
+            id
+        }
+    };
+    if capture {
+        entries.writes.push((key(id), s.as_bytes().to_vec()));
+    }
+    Ok(Text::Ref(id))
+}
+
+fn resolve(
+    known: &mut Known,
+    t: &Text,
+    get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+) -> Result<String> {
+    let id = match t {
+        Text::Inline(s) => return Ok(s.clone()),
+        Text::Ref(id) => *id,
+    };
+    if let Some(s) = known.by_id.get(&id) {
+        return Ok(s.to_string());
+    }
+    let k = key(id);
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: format!("verdict dictionary entry {:016x}", u64::from_le_bytes(id)),
+        message,
+    };
+    let bytes = get(&k)?.ok_or_else(|| corrupt("missing: a verdict refers to it".into()))?;
+    let s = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    known.learn(id, s.into());
+    Ok(s.to_owned())
+}
