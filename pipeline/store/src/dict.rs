@@ -162,6 +162,10 @@ fn intern(
     get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
     entries: &mut Entries,
 ) -> Result<Text> {
+    if s.len() <= 8 {
+        // No longer than its reference.
+        return Ok(Text::Inline(s.to_owned()));
+    }
     let id = match known.by_text.get(s) {
         Some(&id) => id,
         None => {
@@ -216,4 +220,213 @@ fn resolve(
     let s = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
     known.learn(id, s.into());
     Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haechi_engine::{Action, Span};
+    use std::collections::BTreeMap;
+
+    fn reason(source: ReasonSource, id: &str, detail: &str) -> Reason {
+        Reason {
+            source,
+            id: id.into(),
+            detail: detail.into(),
+            weight: 1.5,
+            spans: vec![],
+        }
+    }
+
+    fn verdict() -> Verdict {
+        let mut rule = reason(
+            ReasonSource::Rule,
+            "ko.prepay.demand",
+            "Asks for money first",
+        );
+        rule.spans.push(Span {
+            field: haechi_engine::TextField::Body,
+            start: 3,
+            end: 7,
+            text: "선입금".into(),
+        });
+        Verdict {
+            event_id: "e1".into(),
+            listing_id: "l1".into(),
+            seller_id: "s1".into(),
+            action: Action::Review,
+            score: 0.8123,
+            reasons: vec![
+                rule,
+                reason(
+                    ReasonSource::History,
+                    "history.burst",
+                    "5 listings within the hour",
+                ),
+                reason(
+                    ReasonSource::Model,
+                    "model.default",
+                    "fraud probability 0.912",
+                ),
+                reason(
+                    ReasonSource::Policy,
+                    "policy.deleted",
+                    "nothing left to moderate",
+                ),
+            ],
+            versions: Versions {
+                rules: "r-9aebd41468ee".into(),
+                model: "m-default-b11cb518".into(),
+            },
+        }
+    }
+
+    /// The store: a map the writes go into.
+    type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    fn store(d: &Dict, kv: &mut Kv, v: &Verdict, capture: bool) -> (StoredVerdict, usize) {
+        let mut entries = Entries::default();
+        let sv = d
+            .store(
+                v,
+                capture,
+                |k| Ok(kv.get(k).map(|v| v[..].into())),
+                &mut entries,
+            )
+            .unwrap();
+        let n = entries.writes.len();
+        kv.extend(std::mem::take(&mut entries.writes));
+        d.committed(entries);
+        (sv, n)
+    }
+
+    fn back(d: &Dict, kv: &Kv, sv: &StoredVerdict) -> Result<Verdict> {
+        d.verdict(sv, "e1", "l1", |k| Ok(kv.get(k).map(|v| v[..].into())))
+    }
+
+    #[test]
+    fn shared_strings_are_stored_once_and_the_verdict_comes_back_the_same() {
+        let (d, mut kv) = (Dict::default(), Kv::new());
+        let v = verdict();
+        let (sv, n) = store(&d, &mut kv, &v, false);
+        // 4 ids, the rule's and the policy's explanations, 2 versions.
+        assert_eq!((n, kv.len()), (8, 8));
+        assert!(matches!(sv.reasons[0].detail, Text::Ref(_)));
+        assert!(matches!(sv.reasons[3].detail, Text::Ref(_)));
+        assert_eq!(
+            sv.reasons[1].detail,
+            Text::Inline("5 listings within the hour".into())
+        );
+        assert_eq!(
+            sv.reasons[2].detail,
+            Text::Inline("fraud probability 0.912".into())
+        );
+        assert!(matches!(sv.rules, Text::Ref(_)) && matches!(sv.model, Text::Ref(_)));
+        // Known now: the next verdict writes nothing, unless captured.
+        assert_eq!(store(&d, &mut kv, &v, false).1, 0);
+        assert_eq!(store(&d, &mut kv, &v, true).1, 8);
+        // Another process reads the entries from the store.
+        let fresh = Dict::default();
+        let again = back(&fresh, &kv, &sv).unwrap();
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
+        // Smaller than with every string inline (as format 4 kept them),
+        // and short strings stay inline.
+        let inline = |t: &Text| {
+            Text::Inline(
+                back(
+                    &fresh,
+                    &kv,
+                    &StoredVerdict {
+                        rules: t.clone(),
+                        ..sv.clone()
+                    },
+                )
+                .unwrap()
+                .versions
+                .rules,
+            )
+        };
+        let all_inline = StoredVerdict {
+            reasons: sv
+                .reasons
+                .iter()
+                .map(|r| StoredReason {
+                    id: inline(&r.id),
+                    detail: inline(&r.detail),
+                    ..r.clone()
+                })
+                .collect(),
+            rules: inline(&sv.rules),
+            model: inline(&sv.model),
+            ..sv.clone()
+        };
+        let (refs, inline) = (crate::encode(&sv).len(), crate::encode(&all_inline).len());
+        assert!(refs + 40 < inline, "{refs} vs {inline} bytes");
+        let short = Verdict {
+            versions: Versions {
+                rules: "r-1".into(),
+                model: "m-1".into(),
+            },
+            ..v.clone()
+        };
+        let (sv, _) = store(&d, &mut kv, &short, false);
+        assert_eq!(
+            (sv.rules, sv.model),
+            (Text::Inline("r-1".into()), Text::Inline("m-1".into()))
+        );
+    }
+
+    #[test]
+    fn a_string_whose_hash_names_another_one_stays_inline() {
+        let (d, mut kv) = (Dict::default(), Kv::new());
+        let v = verdict();
+        let id = fxhash64(b"r-9aebd41468ee").to_le_bytes();
+        kv.insert(key(id), b"something else".to_vec());
+        let (sv, _) = store(&d, &mut kv, &v, false);
+        assert_eq!(sv.rules, Text::Inline("r-9aebd41468ee".into()));
+        assert_eq!(kv[&key(id)], b"something else");
+        assert_eq!(back(&d, &kv, &sv).unwrap(), v);
+        // Known as taken: the next one stays inline without reading.
+        let (sv, _) = store(&d, &mut kv, &v, false);
+        assert_eq!(sv.rules, Text::Inline("r-9aebd41468ee".into()));
+    }
+
+    #[test]
+    fn entries_of_an_uncommitted_transaction_are_written_again() {
+        let (d, kv) = (Dict::default(), Kv::new());
+        let mut entries = Entries::default();
+        d.store(
+            &verdict(),
+            false,
+            |k| Ok(kv.get(k).map(|v| v[..].into())),
+            &mut entries,
+        )
+        .unwrap();
+        assert_eq!(entries.writes.len(), 8);
+        // Dropped (the transaction failed): nothing learned.
+        let mut entries = Entries::default();
+        d.store(
+            &verdict(),
+            false,
+            |k| Ok(kv.get(k).map(|v| v[..].into())),
+            &mut entries,
+        )
+        .unwrap();
+        assert_eq!(entries.writes.len(), 8);
+    }
+
+    #[test]
+    fn a_reference_without_its_entry_is_a_corrupt_store() {
+        let (d, mut kv) = (Dict::default(), Kv::new());
+        let (sv, _) = store(&d, &mut kv, &verdict(), false);
+        kv.remove(&key(fxhash64(b"m-default-b11cb518").to_le_bytes()));
+        let err = back(&Dict::default(), &kv, &sv).unwrap_err().to_string();
+        assert!(
+            err.contains("verdict dictionary entry") && err.contains("missing"),
+            "{err}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use haechi_engine::rules::Source;
-use haechi_engine::{Engine, EventKind, Listing, RuleSources};
+use haechi_engine::{Engine, EventKind, Listing, ReasonSource, RuleSources};
 use haechi_store::Store;
 use serde::Deserialize;
 use std::path::Path;
@@ -339,6 +339,47 @@ fn a_store_of_another_format_is_refused_with_a_clear_error() {
     );
 }
 
+/// The layout of format 4's listing records (verdicts with every string
+/// inline), written here independently of the store's own upgrade code.
+mod format4 {
+    #[derive(serde::Serialize)]
+    pub struct EventRecord {
+        pub event_id: String,
+        pub at: i64,
+        pub verdict: Option<StoredVerdict>,
+    }
+
+    #[derive(serde::Serialize)]
+    pub struct StoredVerdict {
+        pub seller_id: String,
+        pub action: haechi_engine::Action,
+        pub score: f64,
+        pub reasons: Vec<Reason>,
+        pub versions: haechi_engine::Versions,
+    }
+
+    /// Spans always written (the contract's JSON skips empty ones).
+    #[derive(serde::Serialize)]
+    pub struct Reason {
+        pub source: haechi_engine::ReasonSource,
+        pub id: String,
+        pub detail: String,
+        pub weight: f64,
+        pub spans: Vec<haechi_engine::Span>,
+    }
+
+    #[derive(serde::Serialize)]
+    pub struct ListingRecord {
+        pub seller_id: String,
+        pub had_contact: bool,
+        pub action: haechi_engine::Action,
+        pub deleted: bool,
+        pub last_event: String,
+        pub idents: Vec<String>,
+        pub events: Vec<EventRecord>,
+    }
+}
+
 /// The layout of format 3 (and 2), written here independently of the store's
 /// own upgrade code.
 mod format3 {
@@ -377,6 +418,15 @@ mod format3 {
 
 #[test]
 fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
+    an_older_store_is_upgraded_at_open_and_answers_as_before(3);
+}
+
+#[test]
+fn a_format_4_store_is_upgraded_at_open_and_answers_as_before() {
+    an_older_store_is_upgraded_at_open_and_answers_as_before(4);
+}
+
+fn an_older_store_is_upgraded_at_open_and_answers_as_before(format: u32) {
     use haechi_store::records::{BandRecord, ListingRecord, PriceRecord, SellerRecord};
     let engine = engine();
     let dir = tempfile::tempdir().unwrap();
@@ -396,7 +446,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
         .enumerate()
         .map(|(i, e)| listing(i, e, 0))
         .collect();
-    // The reference: format 4 from the start.
+    // The reference: the current format from the start.
     let (jsons, reference) = {
         let store = Store::open(dir.path()).unwrap();
         let mut jsons = Vec::new();
@@ -413,12 +463,70 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
         (jsons, snap)
     };
     assert!(reference.duplicate_text_sellers >= 2 && reference.usual_price.is_some());
-    // Rewritten by hand as format 3: verdicts as JSON text, samples as varints.
+    // Rewritten by hand as format 3 (verdicts as JSON text, samples as
+    // varints) or 4 (verdicts with their strings inline, no dictionary).
+    let json_of = |event_id: &str| {
+        jsons
+            .iter()
+            .find(|j| j.contains(&format!("\"{event_id}\"")))
+            .unwrap()
+            .clone()
+    };
     {
         let db = haechi_store::open_db(sled::Config::new().path(dir.path())).unwrap();
+        let entries = db.scan_prefix(b"d").count();
+        assert!(entries >= 4, "the verdicts' shared strings: {entries}");
         for item in db.iter() {
             let (k, v) = item.unwrap();
+            if k[0] == b'd' {
+                db.remove(k).unwrap();
+                continue;
+            }
+            if format == 4 && k[0] != b'l' {
+                continue;
+            }
             let old = match k[0] {
+                b'l' if format == 4 => {
+                    let r: ListingRecord = postcard::from_bytes(&v).unwrap();
+                    let events = r
+                        .events
+                        .iter()
+                        .map(|e| {
+                            let v: haechi_engine::Verdict =
+                                serde_json::from_str(&json_of(&e.event_id)).unwrap();
+                            format4::EventRecord {
+                                event_id: e.event_id.clone(),
+                                at: e.at,
+                                verdict: Some(format4::StoredVerdict {
+                                    seller_id: v.seller_id,
+                                    action: v.action,
+                                    score: v.score,
+                                    reasons: v
+                                        .reasons
+                                        .into_iter()
+                                        .map(|r| format4::Reason {
+                                            source: r.source,
+                                            id: r.id,
+                                            detail: r.detail,
+                                            weight: r.weight,
+                                            spans: r.spans,
+                                        })
+                                        .collect(),
+                                    versions: v.versions,
+                                }),
+                            }
+                        })
+                        .collect();
+                    postcard::to_allocvec(&format4::ListingRecord {
+                        seller_id: r.seller_id,
+                        had_contact: r.had_contact,
+                        action: r.action,
+                        deleted: r.deleted,
+                        last_event: r.last_event,
+                        idents: r.idents,
+                        events,
+                    })
+                }
                 b'l' => {
                     let r: ListingRecord = postcard::from_bytes(&v).unwrap();
                     let events = r
@@ -427,11 +535,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
                         .map(|e| format3::EventRecord {
                             event_id: e.event_id.clone(),
                             at: e.at,
-                            verdict_json: jsons
-                                .iter()
-                                .find(|j| j.contains(&format!("\"{}\"", e.event_id)))
-                                .unwrap()
-                                .clone(),
+                            verdict_json: json_of(&e.event_id),
                         })
                         .collect();
                     postcard::to_allocvec(&format3::ListingRecord {
@@ -471,7 +575,7 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
             };
             db.insert(k, old.unwrap()).unwrap();
         }
-        db.insert(b"mformat", postcard::to_allocvec(&3u32).unwrap())
+        db.insert(b"mformat", postcard::to_allocvec(&format).unwrap())
             .unwrap();
         db.flush().unwrap();
     }
@@ -493,6 +597,58 @@ fn a_format_3_store_is_upgraded_at_open_and_answers_as_before() {
     let db = haechi_store::open_db(sled::Config::new().path(dir.path())).unwrap();
     let format: u32 = postcard::from_bytes(&db.get(b"mformat").unwrap().unwrap()).unwrap();
     assert_eq!(format, haechi_store::STORE_FORMAT);
+    assert!(db.scan_prefix(b"d").count() >= 4, "the dictionary written");
+}
+
+#[test]
+fn each_events_changes_carry_the_dictionary_entries_its_verdict_needs() {
+    // Two partitions' events with the same scam text: the second event's
+    // verdict refers to the entries the first one wrote. An instance that
+    // restores only the second partition must still answer its redelivery.
+    let engine = engine();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open(a_dir.path()).unwrap();
+    a.enable_changelog();
+    let ev = |seller: &str, at: i64| Ev {
+        seller: seller.into(),
+        listing: None,
+        event: None,
+        title: "아이폰 15 프로 급처".into(),
+        body: "선입금 주시면 바로 보내드려요 카톡 abc123 으로 연락 주세요".into(),
+        price: 900_000,
+        at,
+        category: Some("phones".into()),
+        joined: None,
+    };
+    let mut out = Vec::new();
+    for (i, e) in [ev("a", 0), ev("b", 10)].iter().enumerate() {
+        let l = listing(i, e, 0);
+        let an = engine.analyze(&l);
+        let v = engine.decide(&l, &an, &a.snapshot(&l, &an).unwrap());
+        assert!(v.reasons.iter().any(|r| r.source == ReasonSource::Rule));
+        a.record(&l, &an, &v).unwrap();
+        out.push((l, serde_json::to_string(&v).unwrap(), a.take_changes().own));
+    }
+    let (l, json, changes) = &out[1];
+    let entries = changes.iter().filter(|(k, _)| k[0] == b'd').count();
+    assert!(entries >= 4, "{entries} dictionary entries");
+    let b = Store::open(b_dir.path()).unwrap();
+    b.restore(changes, 1, 0).unwrap();
+    let (_, again) = b.seen_json(&l.listing_id, &l.event_id).unwrap().unwrap();
+    assert_eq!(&again, json);
+    // An entry that differs from ours is refused, not taken.
+    let (k, v) = changes.iter().find(|(k, _)| k[0] == b'd').unwrap();
+    let mut other = v.clone().unwrap();
+    other.push(b'!');
+    let err = b
+        .restore(&[(k.clone(), Some(other))], 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dictionary entry differs"), "{err}");
+    assert_eq!(
+        b.seen_json(&l.listing_id, &l.event_id).unwrap().unwrap().1,
+        *json
+    );
 }
 
 #[test]
