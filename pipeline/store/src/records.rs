@@ -130,6 +130,7 @@ pub struct EventRecord {
 pub struct StoredVerdict {
     pub seller_id: String,
     pub action: Action,
+    #[serde(with = "decimal")]
     pub score: f64,
     pub reasons: Vec<StoredReason>,
     pub rules: Text,
@@ -143,6 +144,7 @@ pub struct StoredReason {
     pub source: ReasonSource,
     pub id: Text,
     pub detail: Text,
+    #[serde(with = "decimal")]
     pub weight: f64,
     pub spans: Vec<Span>,
 }
@@ -153,6 +155,79 @@ pub struct StoredReason {
 pub enum Text {
     Inline(String),
     Ref([u8; 8]),
+}
+
+/// An f64 as a stored verdict keeps it: in ten-thousandths (a varint of
+/// one to three bytes instead of eight) when that gives back the very same
+/// bits — the engine rounds scores to 4 decimals and weights to 3 — else
+/// whole.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    enum Wire {
+        Scaled(i64),
+        Raw(f64),
+    }
+
+    const SCALE: f64 = 1e4;
+
+    fn wire(x: f64) -> Wire {
+        // What reading it back gives, checked bit for bit (-0.0 and
+        // anything unrounded stay whole; `as` saturates NaN and infinities).
+        let scaled = (x * SCALE).round() as i64;
+        if (scaled as f64 / SCALE).to_bits() == x.to_bits() {
+            Wire::Scaled(scaled)
+        } else {
+            Wire::Raw(x)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        wire(*x).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::Scaled(i) => i as f64 / SCALE,
+            Wire::Raw(x) => x,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct F(#[serde(with = "super")] f64);
+
+        #[test]
+        fn every_f64_comes_back_with_the_same_bits_and_rounded_ones_are_short() {
+            let round = |x: f64, scale: f64| (x * scale).round() / scale;
+            let mut rounded = vec![0.0, -3.0, 0.5, 1.0, 0.0006, 0.9999];
+            for i in -5000..5000 {
+                let x = f64::from(i) * 0.001_37;
+                rounded.extend([round(x, 1e3), round(x.abs() / 7.0, 1e4)]);
+            }
+            for x in rounded {
+                let b = postcard::to_allocvec(&F(x)).unwrap();
+                assert!(b.len() <= 4, "{x}: {} bytes", b.len());
+                let y: F = postcard::from_bytes(&b).unwrap();
+                assert_eq!(y.0.to_bits(), x.to_bits(), "{x}");
+            }
+            for x in [
+                0.1 + 0.2,
+                -0.0,
+                f64::NAN,
+                f64::INFINITY,
+                1e300,
+                1e-300,
+                0.00005,
+            ] {
+                let b = postcard::to_allocvec(&F(x)).unwrap();
+                let y: F = postcard::from_bytes(&b).unwrap();
+                assert_eq!(y.0.to_bits(), x.to_bits(), "{x}");
+            }
+        }
+    }
 }
 
 /// (u64, i64) pairs — (seller hash, time), (price, time) — as ONE byte
