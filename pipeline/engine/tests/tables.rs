@@ -282,3 +282,41 @@ fn names_of_the_wanted_buckets_equal_the_first_of_the_full_naming() {
     }
     assert!(compared > 1_000, "{compared}");
 }
+
+/// The model's explanation (flagged listings) names features from the
+/// analysis's hits and facts and the text normalized again, instead of a
+/// second rule stage: the same features and the same names.
+#[test]
+fn the_analysis_names_the_features_as_the_rule_stage_does() {
+    use haechi_engine::features::text_features;
+    use haechi_engine::normalize::normalize;
+    let engine = real_engine();
+    let text = std::fs::read_to_string(root().join("../../fixtures/handpicked.jsonl")).unwrap();
+    let (mut compared, mut with_hits) = (0, 0);
+    for line in text.lines() {
+        let Ok(l) = haechi_engine::decode_listing(line.as_bytes(), &Default::default()) else {
+            continue;
+        };
+        let rs = engine.rule_stage(&l);
+        let mut want: Vec<(u32, String)> = Vec::new();
+        let f = text_features(
+            &rs.title,
+            &rs.body,
+            &rs.hits,
+            &rs.facts,
+            engine.rules(),
+            &mut want,
+        );
+        let a = engine.analyze(&l);
+        let (title, body) = (normalize(&l.title), normalize(&l.body));
+        let mut got: Vec<(u32, String)> = Vec::new();
+        let g = text_features(&title, &body, &a.hits, &a.facts, engine.rules(), &mut got);
+        assert_eq!((f, want), (g, got), "{}", l.event_id);
+        compared += 1;
+        with_hits += usize::from(!a.hits.is_empty());
+    }
+    assert!(
+        compared >= 200 && with_hits >= 100,
+        "{compared} / {with_hits}"
+    );
+}
