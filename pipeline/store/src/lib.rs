@@ -1099,6 +1099,10 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<Option<u32>> {
     match found {
         Some(STORE_FORMAT) => Ok(None),
         Some(from @ (2..=4)) => Ok(Some(from)),
+        // An upgrade a crash interrupted: resumed.
+        Some(f) if (2..=4).contains(&f.wrapping_sub(migrate::UPGRADING)) => {
+            Ok(Some(f - migrate::UPGRADING))
+        }
         _ => Err(StoreError::Format {
             path: path.display().to_string(),
             found: found.map_or("1 (unstamped)".into(), |f| f.to_string()),
