@@ -29,7 +29,7 @@
 //!   written only by the partition's own events, in order);
 //! * verdict dictionary entries: kept (an entry never changes; one that
 //!   differs from ours is refused as corrupt). Every event's changes carry
-//!   the entries its verdict refers to (see [`crate::dict`]).
+//!   the entries its verdict refers to (see `store::dict`).
 //!
 //! The audit log and the store's meta records are per instance and are not
 //! replicated.

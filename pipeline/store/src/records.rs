@@ -123,7 +123,7 @@ pub struct EventRecord {
 /// day set), and the strings every verdict repeats — reason ids, the rule
 /// and policy explanations, the rules and model versions — as references
 /// to the store's dictionary (format 5; they were two thirds of a stored
-/// verdict). [`crate::dict::Dict`] makes one and gives back the very same
+/// verdict). `store::dict::Dict` makes one and gives back the very same
 /// [`haechi_engine::Verdict`], so its JSON is byte for byte the one first
 /// emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
