@@ -894,6 +894,24 @@ impl Store {
         self.overlay.flush()
     }
 
+    /// [`Store::flush`] without waiting for the log file, which the
+    /// applier thread writes (see [`Overlay::flush_behind`]): for replays,
+    /// whose periodic flushes bound memory and what a crash can undo. The
+    /// next [`Store::flush`] makes it durable. With a flush owner (the Kafka
+    /// loop), the same as [`Store::flush`].
+    pub fn flush_behind(&self) -> Result<()> {
+        if self
+            .flush_owner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return self.flush();
+        }
+        self.note_last_event();
+        self.overlay.flush_behind()
+    }
+
     /// Sets the writes so far apart from those to come (see
     /// [`Store::flush_sealed`]). For the thread that owns the flushes.
     pub fn seal(&self) -> Result<()> {

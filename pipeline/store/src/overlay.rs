@@ -70,6 +70,9 @@ const WAL_BUF_KEEP: usize = 64 << 20;
 enum Job {
     /// A flushed batch (durable in its log file) to put into sled.
     Batch(u64, Arc<Map>),
+    /// A batch flushed behind ([`Overlay::flush_behind`]): its log file is
+    /// written here first, then it is put into sled.
+    Log(u64, Arc<Map>),
     /// Someone waits for every batch up to this epoch to be wholly in the
     /// store ([`Overlay::settle`]): what is held back goes to the image now.
     Checkpoint(u64),
@@ -560,6 +563,10 @@ struct Flushing {
     /// used before (a fresh buffer of megabytes is page faults and zeroed
     /// pages at every flush: 2% of a replay's samples).
     buf: Vec<u8>,
+    /// The last epoch handed to the applier to log ([`Overlay::flush_behind`]):
+    /// a flush writing its own log waits for it first, so that log files are
+    /// written in epoch order.
+    behind: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -726,6 +733,7 @@ impl Overlay {
             flushing: Mutex::new(Flushing {
                 epoch: applied + 1,
                 buf: Vec::new(),
+                behind: None,
             }),
             jobs: Some(jobs),
             applier: Some(applier),
@@ -1025,7 +1033,10 @@ impl Overlay {
     /// Flushes the sealed layer, or the pending writes, as one epoch.
     fn flush_layer(&self, sealed: bool) -> Result<()> {
         let mut flushing = lock(&self.flushing);
-        let Flushing { epoch, buf } = &mut *flushing;
+        if let Some(e) = flushing.behind.take() {
+            self.wait_logged(e)?;
+        }
+        let Flushing { epoch, buf, .. } = &mut *flushing;
         let writes = {
             let mut inner = self.inner();
             inner.check()?;
@@ -1088,6 +1099,71 @@ impl Overlay {
             return Err(StoreError::Wal("the applier stopped".into()));
         }
         Ok(())
+    }
+
+    /// [`Overlay::flush`] of the pending writes without waiting for their
+    /// log file: the applier writes it, then puts the batch into sled. What
+    /// was committed before is durable once [`Overlay::durable_point`]'s
+    /// epoch is (a later [`Overlay::flush`] waits for it); a failure to
+    /// write stops the applier (every later flush reports it), and a crash
+    /// before the file is written undoes the batch, as if never flushed.
+    /// For replays, whose flushes bound memory rather than promise anything.
+    pub fn flush_behind(&self) -> Result<()> {
+        let mut flushing = lock(&self.flushing);
+        let writes = {
+            let mut inner = self.inner();
+            inner.check()?;
+            if inner.sealed.is_some() {
+                // Sealed writes are the flush owner's: flushed as it flushes.
+                drop(inner);
+                drop(flushing);
+                return self.flush();
+            }
+            if !inner.has_pending() {
+                return Ok(());
+            }
+            while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
+                inner = self
+                    .shared
+                    .applied
+                    .wait(inner)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            inner.check()?;
+            inner.materialize();
+            inner.pending_epoch = flushing.epoch + 1;
+            let fresh = inner.fresh_layer();
+            let writes = Arc::new(std::mem::replace(&mut inner.pending, fresh));
+            inner
+                .applying
+                .push_back((flushing.epoch, Arc::clone(&writes)));
+            writes
+        };
+        let epoch = flushing.epoch;
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job::Log(epoch, writes)).is_ok());
+        if !sent {
+            return Err(StoreError::Wal("the applier stopped".into()));
+        }
+        flushing.behind = Some(epoch);
+        flushing.epoch += 1;
+        Ok(())
+    }
+
+    /// Waits until the log file of `epoch` is written (or the applier
+    /// failed).
+    fn wait_logged(&self, epoch: u64) -> Result<()> {
+        let mut inner = self.inner();
+        while inner.durable < epoch && inner.failed.is_none() {
+            inner = self
+                .shared
+                .applied
+                .wait(inner)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        inner.check()
     }
 
     /// The epoch by whose flush everything committed so far is durable.
@@ -1244,6 +1320,8 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
         checkpoint_keys,
         ..Held::default()
     };
+    // The log file of batches flushed behind (see `Flushing::buf`).
+    let mut buf = Vec::new();
     loop {
         // A checkpoint under way (or due) goes on between batches; an idle
         // applier holding writes wakes up for their time limit.
@@ -1269,6 +1347,24 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
             Some(Job::Batch(epoch, writes)) => held
                 .batch(shared, wal, epoch, writes)
                 .map_err(|e| format!("applying log batch {epoch} to sled: {e}")),
+            Some(Job::Log(epoch, writes)) => {
+                let logged = write_wal(wal, epoch, &writes, &mut buf)
+                    .map_err(|e| format!("writing log batch {epoch}: {e}"));
+                if buf.capacity() > WAL_BUF_KEEP {
+                    buf = Vec::new();
+                }
+                logged
+                    .map(|()| {
+                        let mut inner = lock(&shared.inner);
+                        inner.durable = inner.durable.max(epoch);
+                        drop(inner);
+                        shared.applied.notify_all();
+                    })
+                    .and_then(|()| {
+                        held.batch(shared, wal, epoch, writes)
+                            .map_err(|e| format!("applying log batch {epoch} to sled: {e}"))
+                    })
+            }
             Some(Job::Checkpoint(epoch)) => {
                 held.wanted = held.wanted.max(epoch);
                 Ok(())
@@ -2807,6 +2903,55 @@ mod tests {
         }
         let (_db, o) = open(dir.path());
         assert_eq!(o.get(b"a").unwrap().unwrap().as_ref(), b"4");
+    }
+
+    #[test]
+    fn batches_flushed_behind_are_logged_by_the_applier_and_a_failure_stops_the_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let crash = tempfile::tempdir().unwrap();
+        {
+            let (db, o) = open(dir.path());
+            for round in 0..6u32 {
+                let mut tx = o.begin();
+                tx.put(b"k".to_vec(), round.to_le_bytes().to_vec());
+                tx.put(format!("r{round}").into_bytes(), vec![1]);
+                tx.commit();
+                if round % 3 == 2 {
+                    o.flush().unwrap();
+                    // Everything before is durable with it.
+                    assert!(o
+                        .wait_durable(o.durable_point(), std::time::Duration::ZERO)
+                        .unwrap());
+                } else {
+                    o.flush_behind().unwrap();
+                }
+                assert_eq!(o.pending(), 0);
+                assert_eq!(o.get(b"k").unwrap().unwrap().as_ref(), round.to_le_bytes());
+            }
+            let point = o.durable_point();
+            assert!(o
+                .wait_durable(point, std::time::Duration::from_secs(10))
+                .unwrap());
+            o.settle().unwrap();
+            assert_eq!(db.get(b"k").unwrap().unwrap().as_ref(), 5u32.to_le_bytes());
+            // A batch flushed behind, its log written: a crash copy has it.
+            commit_one(&o, "late", Some("1"));
+            o.flush_behind().unwrap();
+            assert!(o
+                .wait_durable(point + 1, std::time::Duration::from_secs(10))
+                .unwrap());
+            copy_dir(dir.path(), crash.path());
+            // The log cannot be written: the next flush reports it.
+            std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+            commit_one(&o, "lost", Some("1"));
+            o.flush_behind().unwrap();
+            let err = o.flush().unwrap_err().to_string();
+            assert!(err.contains("writing log batch"), "{err}");
+        }
+        let (_db, o) = open(crash.path());
+        assert_eq!(o.get(b"late").unwrap().unwrap().as_ref(), b"1");
+        assert_eq!(o.get(b"k").unwrap().unwrap().as_ref(), 5u32.to_le_bytes());
+        assert_eq!(o.scan_prefix(b"r").unwrap().len(), 6);
     }
 
     #[test]
