@@ -46,18 +46,6 @@ struct Format4Event {
     verdict: Option<Format4Verdict>,
 }
 
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-struct Format4Listing {
-    seller_id: String,
-    had_contact: bool,
-    action: Action,
-    deleted: bool,
-    last_event: String,
-    idents: Vec<String>,
-    events: Vec<Format4Event>,
-}
-
 impl Format4Verdict {
     fn verdict(self, event_id: &str) -> Verdict {
         Verdict {
@@ -123,15 +111,32 @@ struct OldEventRecord {
     verdict_json: String,
 }
 
+/// A listing record of formats 2 to 4 (events of format 2 and 3: `E` =
+/// [`OldEventRecord`], of format 4: [`Format4Event`]).
 #[derive(Deserialize)]
-struct OldListingRecord {
+#[cfg_attr(test, derive(Serialize))]
+struct OldListingRecord<E> {
     seller_id: String,
     had_contact: bool,
     action: Action,
     deleted: bool,
     last_event: String,
     idents: Vec<String>,
-    events: Vec<OldEventRecord>,
+    events: Vec<E>,
+}
+
+impl<E> OldListingRecord<E> {
+    fn upgrade(self, event: impl FnMut(E) -> Result<EventRecord>) -> Result<ListingRecord> {
+        Ok(ListingRecord {
+            seller_id: self.seller_id,
+            had_contact: self.had_contact,
+            action: self.action,
+            deleted: self.deleted,
+            last_event: self.last_event,
+            idents: self.idents,
+            events: self.events.into_iter().map(event).collect::<Result<_>>()?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -287,21 +292,12 @@ impl<'a> Upgrade<'a> {
 
     /// Format 4: only the verdicts changed.
     fn upgrade_4(&mut self, verdicts: &Verdicts<'_>) -> Result<()> {
-        self.rewrite(keys::LISTING, |_, old: Format4Listing, batch| {
-            Ok(ListingRecord {
-                seller_id: old.seller_id,
-                had_contact: old.had_contact,
-                action: old.action,
-                deleted: old.deleted,
-                last_event: old.last_event,
-                idents: old.idents,
-                events: old
-                    .events
-                    .into_iter()
-                    .map(|e| verdicts.event(e, batch))
-                    .collect::<Result<_>>()?,
-            })
-        })?;
+        self.rewrite(
+            keys::LISTING,
+            |_, old: OldListingRecord<Format4Event>, batch| {
+                old.upgrade(|e| verdicts.event(e, batch))
+            },
+        )?;
         self.rewrite(keys::EVENT, |_, old: Format4Event, batch| {
             verdicts.event(old, batch)
         })
@@ -309,21 +305,12 @@ impl<'a> Upgrade<'a> {
 
     /// Formats 2 and 3.
     fn upgrade_3(&mut self, verdicts: &Verdicts<'_>) -> Result<()> {
-        self.rewrite(keys::LISTING, |k, old: OldListingRecord, batch| {
-            Ok(ListingRecord {
-                seller_id: old.seller_id,
-                had_contact: old.had_contact,
-                action: old.action,
-                deleted: old.deleted,
-                last_event: old.last_event,
-                idents: old.idents,
-                events: old
-                    .events
-                    .into_iter()
-                    .map(|e| e.upgrade(k, verdicts, batch))
-                    .collect::<Result<_>>()?,
-            })
-        })?;
+        self.rewrite(
+            keys::LISTING,
+            |k, old: OldListingRecord<OldEventRecord>, batch| {
+                old.upgrade(|e| e.upgrade(k, verdicts, batch))
+            },
+        )?;
         self.rewrite(keys::SELLER, |_, old: OldSellerRecord, _| {
             Ok(SellerRecord {
                 first_seen: old.first_seen,
@@ -435,8 +422,8 @@ mod tests {
         }
     }
 
-    fn listing(i: usize) -> Format4Listing {
-        Format4Listing {
+    fn listing(i: usize) -> OldListingRecord<Format4Event> {
+        OldListingRecord {
             seller_id: format!("s{i}"),
             had_contact: true,
             action: Action::Review,

@@ -1037,38 +1037,8 @@ impl Overlay {
             self.wait_logged(e)?;
         }
         let Flushing { epoch, buf, .. } = &mut *flushing;
-        let writes = {
-            let mut inner = self.inner();
-            inner.check()?;
-            let empty = if sealed {
-                inner.sealed.is_none()
-            } else {
-                !inner.has_pending()
-            };
-            if empty {
-                return Ok(());
-            }
-            while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
-                inner = self
-                    .shared
-                    .applied
-                    .wait(inner)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            inner.check()?;
-            // Last, under the lock the layer is taken with: nothing can
-            // change in place between the two.
-            inner.materialize();
-            let writes = if sealed {
-                inner.sealed.take().unwrap_or_default()
-            } else {
-                inner.pending_epoch = *epoch + 1;
-                let fresh = inner.fresh_layer();
-                std::mem::replace(&mut inner.pending, fresh)
-            };
-            let writes = Arc::new(writes);
-            inner.applying.push_back((*epoch, Arc::clone(&writes)));
-            writes
+        let Some(writes) = self.take_layer(sealed, *epoch)? else {
+            return Ok(());
         };
         let written = write_wal(&self.wal, *epoch, &writes, buf);
         if buf.capacity() > WAL_BUF_KEEP {
@@ -1109,37 +1079,15 @@ impl Overlay {
     /// before the file is written undoes the batch, as if never flushed.
     /// For replays, whose flushes bound memory rather than promise anything.
     pub fn flush_behind(&self) -> Result<()> {
+        if self.inner().sealed.is_some() {
+            // Sealed writes are the flush owner's: flushed as it flushes.
+            return self.flush();
+        }
         let mut flushing = lock(&self.flushing);
-        let writes = {
-            let mut inner = self.inner();
-            inner.check()?;
-            if inner.sealed.is_some() {
-                // Sealed writes are the flush owner's: flushed as it flushes.
-                drop(inner);
-                drop(flushing);
-                return self.flush();
-            }
-            if !inner.has_pending() {
-                return Ok(());
-            }
-            while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
-                inner = self
-                    .shared
-                    .applied
-                    .wait(inner)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            inner.check()?;
-            inner.materialize();
-            inner.pending_epoch = flushing.epoch + 1;
-            let fresh = inner.fresh_layer();
-            let writes = Arc::new(std::mem::replace(&mut inner.pending, fresh));
-            inner
-                .applying
-                .push_back((flushing.epoch, Arc::clone(&writes)));
-            writes
-        };
         let epoch = flushing.epoch;
+        let Some(writes) = self.take_layer(false, epoch)? else {
+            return Ok(());
+        };
         let sent = self
             .jobs
             .as_ref()
@@ -1150,6 +1098,43 @@ impl Overlay {
         flushing.behind = Some(epoch);
         flushing.epoch += 1;
         Ok(())
+    }
+
+    /// The sealed layer, or the pending writes, as batch `epoch`: readable
+    /// among the batches being applied (None: nothing to flush). Waits while
+    /// the applier has `MAX_APPLYING` batches.
+    fn take_layer(&self, sealed: bool, epoch: u64) -> Result<Option<Arc<Map>>> {
+        let mut inner = self.inner();
+        inner.check()?;
+        let empty = if sealed {
+            inner.sealed.is_none()
+        } else {
+            !inner.has_pending()
+        };
+        if empty {
+            return Ok(None);
+        }
+        while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
+            inner = self
+                .shared
+                .applied
+                .wait(inner)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        inner.check()?;
+        // Last, under the lock the layer is taken with: nothing can change
+        // in place between the two.
+        inner.materialize();
+        let writes = if sealed {
+            inner.sealed.take().unwrap_or_default()
+        } else {
+            inner.pending_epoch = epoch + 1;
+            let fresh = inner.fresh_layer();
+            std::mem::replace(&mut inner.pending, fresh)
+        };
+        let writes = Arc::new(writes);
+        inner.applying.push_back((epoch, Arc::clone(&writes)));
+        Ok(Some(writes))
     }
 
     /// Waits until the log file of `epoch` is written (or the applier
