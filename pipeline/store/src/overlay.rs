@@ -744,6 +744,23 @@ impl Overlay {
         lock(&self.shared.inner)
     }
 
+    /// Waits (releasing the lock) while `busy` holds and the applier has
+    /// not failed.
+    fn wait_while<'g>(
+        &'g self,
+        mut inner: MutexGuard<'g, Inner>,
+        busy: impl Fn(&Inner) -> bool,
+    ) -> MutexGuard<'g, Inner> {
+        while busy(&inner) && inner.failed.is_none() {
+            inner = self
+                .shared
+                .applied
+                .wait(inner)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        inner
+    }
+
     /// The current value of a key, pending writes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         self.inner().get(&self.shared.db, key)
@@ -1114,13 +1131,7 @@ impl Overlay {
         if empty {
             return Ok(None);
         }
-        while inner.applying.len() >= MAX_APPLYING && inner.failed.is_none() {
-            inner = self
-                .shared
-                .applied
-                .wait(inner)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        inner = self.wait_while(inner, |i| i.applying.len() >= MAX_APPLYING);
         inner.check()?;
         // Last, under the lock the layer is taken with: nothing can change
         // in place between the two.
@@ -1140,15 +1151,7 @@ impl Overlay {
     /// Waits until the log file of `epoch` is written (or the applier
     /// failed).
     fn wait_logged(&self, epoch: u64) -> Result<()> {
-        let mut inner = self.inner();
-        while inner.durable < epoch && inner.failed.is_none() {
-            inner = self
-                .shared
-                .applied
-                .wait(inner)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        inner.check()
+        self.wait_while(self.inner(), |i| i.durable < epoch).check()
     }
 
     /// The epoch by whose flush everything committed so far is durable.
@@ -1188,7 +1191,7 @@ impl Overlay {
     /// sled directly: compaction's scans, counts. Batches flushed meanwhile
     /// are not waited for.
     pub fn settle(&self) -> Result<()> {
-        let mut inner = self.inner();
+        let inner = self.inner();
         inner.check()?;
         let target = inner.durable;
         if inner.in_sled < target {
@@ -1201,14 +1204,7 @@ impl Overlay {
                 return Err(StoreError::Wal("the applier stopped".into()));
             }
         }
-        while inner.in_sled < target && inner.failed.is_none() {
-            inner = self
-                .shared
-                .applied
-                .wait(inner)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        inner.check()
+        self.wait_while(inner, |i| i.in_sled < target).check()
     }
 
     /// Bytes of the overlay's own files: log files not yet applied and the
