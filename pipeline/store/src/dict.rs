@@ -20,7 +20,10 @@
 //!   (the id of an entry always names that entry's string);
 //! * with change capture on, every transaction writes again the entries its
 //!   verdict refers to, so a changelog partition carries every entry its
-//!   listings need, whichever partition wrote it first.
+//!   listings need, whichever partition wrote it first;
+//! * lock order: the overlay's, then the dictionary's ([`Dict::store`] runs
+//!   inside a transaction; [`Dict::verdict`] reads the store without the
+//!   dictionary's lock).
 
 use crate::records::{StoredReason, StoredVerdict, Text};
 use crate::{keys, Result, StoreError};
@@ -135,8 +138,7 @@ impl Dict {
         listing_id: &str,
         mut get: impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
     ) -> Result<Verdict> {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = |t: &Text| resolve(&mut known, t, &mut get);
+        let mut text = |t: &Text| self.resolve(t, &mut get);
         let mut reasons = Vec::with_capacity(sv.reasons.len());
         for r in &sv.reasons {
             reasons.push(Reason {
@@ -206,27 +208,33 @@ fn intern(
     Ok(Text::Ref(id))
 }
 
-fn resolve(
-    known: &mut Known,
-    t: &Text,
-    get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
-) -> Result<String> {
-    let id = match t {
-        Text::Inline(s) => return Ok(s.clone()),
-        Text::Ref(id) => *id,
-    };
-    if let Some(s) = known.by_id.get(&id) {
-        return Ok(s.to_string());
+impl Dict {
+    /// The string `t` stands for. `get` is called without the dictionary's
+    /// lock held: it may take the overlay's, which [`Dict::store`] holds
+    /// (through its transaction) while it takes the dictionary's.
+    fn resolve(
+        &self,
+        t: &Text,
+        get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+    ) -> Result<String> {
+        let id = match t {
+            Text::Inline(s) => return Ok(s.clone()),
+            Text::Ref(id) => *id,
+        };
+        let lock = || self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = lock().by_id.get(&id) {
+            return Ok(s.to_string());
+        }
+        let corrupt = |message: String| StoreError::Corrupt {
+            key: format!("verdict dictionary entry {:016x}", u64::from_le_bytes(id)),
+            message,
+        };
+        let bytes =
+            get(&key(id))?.ok_or_else(|| corrupt("missing: a verdict refers to it".into()))?;
+        let s = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        lock().learn(id, s.into());
+        Ok(s.to_owned())
     }
-    let k = key(id);
-    let corrupt = |message: String| StoreError::Corrupt {
-        key: format!("verdict dictionary entry {:016x}", u64::from_le_bytes(id)),
-        message,
-    };
-    let bytes = get(&k)?.ok_or_else(|| corrupt("missing: a verdict refers to it".into()))?;
-    let s = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    known.learn(id, s.into());
-    Ok(s.to_owned())
 }
 
 #[cfg(test)]
