@@ -73,6 +73,13 @@ def load(p):
 (oe, oc), (ne, nc) = load(sys.argv[1]), load(sys.argv[2])
 print(f"median: old {oe:,.0f} events/s, {oc:.1f} s CPU; new {ne:,.0f} events/s, {nc:.1f} s CPU "
       f"({100 * (ne / oe - 1):+.1f}% events/s, {100 * (nc / oc - 1):+.1f}% CPU)")
+# Pair by pair (each pair ran back to back): how often the new build won,
+# a guard against a median moved by one noisy run.
+old = [float(l.split()[0]) for l in open(sys.argv[1]) if l.strip()]
+new = [float(l.split()[0]) for l in open(sys.argv[2]) if l.strip()]
+ratios = [100 * (n / o - 1) for o, n in zip(old, new)]
+print(f"pairs: new faster in {sum(r > 0 for r in ratios)} of {len(ratios)} "
+      f"({', '.join(f'{r:+.1f}%' for r in ratios)})")
 PY
 if cmp -s "$work/verdicts-old.jsonl" "$work/verdicts-new.jsonl"; then
   echo "verdicts: identical"
