@@ -8,9 +8,9 @@
 //! record on the 400k day set, 286 of them its verdicts). Those are stored
 //! under `d` + the 8 bytes of their stable hash ([`fxhash64`]) and a verdict
 //! refers to them by that id ([`Text::Ref`]); strings drawn from the listing
-//! or the seller's history (a price, a domain, the model's probability) stay
-//! in the record ([`Text::Inline`]), so the dictionary only grows with new
-//! rules and model versions.
+//! or the seller's history (a price, a domain, the features that pushed the
+//! model) stay in the record ([`Text::Inline`]), so the dictionary only grows
+//! with new rules and model versions.
 //!
 //! Invariants:
 //! * an entry is written in the same transaction as the first record that
@@ -162,53 +162,7 @@ impl Dict {
             },
         })
     }
-}
 
-fn intern(
-    known: &mut Known,
-    s: &str,
-    capture: bool,
-    get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
-    entries: &mut Entries,
-) -> Result<Text> {
-    if s.len() <= 8 {
-        // No longer than its reference.
-        return Ok(Text::Inline(s.to_owned()));
-    }
-    let id = match known.by_text.get(s) {
-        Some(&id) => id,
-        None => {
-            let id = fxhash64(s.as_bytes()).to_le_bytes();
-            match known.by_id.get(&id) {
-                // Its hash names another string.
-                Some(_) => return Ok(Text::Inline(s.to_owned())),
-                None => match get(&key(id))? {
-                    Some(stored) if *stored == *s.as_bytes() => {
-                        known.learn(id, s.into());
-                    }
-                    Some(stored) => {
-                        if let Ok(other) = std::str::from_utf8(&stored) {
-                            known.learn(id, other.into());
-                        }
-                        return Ok(Text::Inline(s.to_owned()));
-                    }
-                    None => {
-                        entries.new.push((id, s.into()));
-                        entries.writes.push((key(id), s.as_bytes().to_vec()));
-                        return Ok(Text::Ref(id));
-                    }
-                },
-            }
-            id
-        }
-    };
-    if capture {
-        entries.writes.push((key(id), s.as_bytes().to_vec()));
-    }
-    Ok(Text::Ref(id))
-}
-
-impl Dict {
     /// The string `t` stands for. `get` is called without the dictionary's
     /// lock held: it may take the overlay's, which [`Dict::store`] holds
     /// (through its transaction) while it takes the dictionary's.
@@ -234,6 +188,53 @@ impl Dict {
         let s = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
         lock().learn(id, s.into());
         Ok(s.to_owned())
+    }
+}
+
+/// `s` as a stored verdict keeps it (see the module documentation).
+fn intern(
+    known: &mut Known,
+    s: &str,
+    capture: bool,
+    get: &mut impl FnMut(&[u8]) -> Result<Option<sled::IVec>>,
+    entries: &mut Entries,
+) -> Result<Text> {
+    let inline = || Ok(Text::Inline(s.to_owned()));
+    if s.len() <= 8 {
+        // No longer than its reference.
+        return inline();
+    }
+    let mut write = |id| entries.writes.push((key(id), s.as_bytes().to_vec()));
+    if let Some(&id) = known.by_text.get(s) {
+        if capture {
+            write(id);
+        }
+        return Ok(Text::Ref(id));
+    }
+    let id = fxhash64(s.as_bytes()).to_le_bytes();
+    if known.by_id.contains_key(&id) {
+        // Its hash names another string.
+        return inline();
+    }
+    match get(&key(id))? {
+        None => {
+            write(id);
+            entries.new.push((id, s.into()));
+            Ok(Text::Ref(id))
+        }
+        Some(stored) if *stored == *s.as_bytes() => {
+            known.learn(id, s.into());
+            if capture {
+                write(id);
+            }
+            Ok(Text::Ref(id))
+        }
+        Some(stored) => {
+            if let Ok(other) = std::str::from_utf8(&stored) {
+                known.learn(id, other.into());
+            }
+            inline()
+        }
     }
 }
 
@@ -419,25 +420,19 @@ mod tests {
     #[test]
     fn entries_of_an_uncommitted_transaction_are_written_again() {
         let (d, kv) = (Dict::default(), Kv::new());
-        let mut entries = Entries::default();
-        d.store(
-            &verdict(),
-            false,
-            |k| Ok(kv.get(k).map(|v| v[..].into())),
-            &mut entries,
-        )
-        .unwrap();
-        assert_eq!(entries.writes.len(), 9);
-        // Dropped (the transaction failed): nothing learned.
-        let mut entries = Entries::default();
-        d.store(
-            &verdict(),
-            false,
-            |k| Ok(kv.get(k).map(|v| v[..].into())),
-            &mut entries,
-        )
-        .unwrap();
-        assert_eq!(entries.writes.len(), 9);
+        // The second time as the first: the first transaction's entries
+        // were dropped (it failed), nothing was learned.
+        for _ in 0..2 {
+            let mut entries = Entries::default();
+            d.store(
+                &verdict(),
+                false,
+                |k| Ok(kv.get(k).map(|v| v[..].into())),
+                &mut entries,
+            )
+            .unwrap();
+            assert_eq!(entries.writes.len(), 9);
+        }
     }
 
     #[test]

@@ -68,11 +68,14 @@ const WAL_BUF_KEEP: usize = 64 << 20;
 
 /// The applier's work.
 enum Job {
-    /// A flushed batch (durable in its log file) to put into sled.
-    Batch(u64, Arc<Map>),
-    /// A batch flushed behind ([`Overlay::flush_behind`]): its log file is
-    /// written here first, then it is put into sled.
-    Log(u64, Arc<Map>),
+    /// A flushed batch to put into sled: durable in its log file already
+    /// (`logged`), or flushed behind ([`Overlay::flush_behind`]), its log
+    /// file written here first.
+    Batch {
+        epoch: u64,
+        writes: Arc<Map>,
+        logged: bool,
+    },
     /// Someone waits for every batch up to this epoch to be wholly in the
     /// store ([`Overlay::settle`]): what is held back goes to the image now.
     Checkpoint(u64),
@@ -1057,11 +1060,7 @@ impl Overlay {
         let Some(writes) = self.take_layer(sealed, *epoch)? else {
             return Ok(());
         };
-        let written = write_wal(&self.wal, *epoch, &writes, buf);
-        if buf.capacity() > WAL_BUF_KEEP {
-            *buf = Vec::new();
-        }
-        if let Err(e) = written {
+        if let Err(e) = write_wal(&self.wal, *epoch, &writes, buf) {
             // Not durable: back where they were (writes made since win).
             let mut inner = self.inner();
             inner.applying.pop_back();
@@ -1075,17 +1074,27 @@ impl Overlay {
             }
             return Err(e);
         }
-        self.inner().durable = *epoch;
-        self.shared.applied.notify_all();
+        mark_durable(&self.shared, *epoch);
+        let batch = Job::Batch {
+            epoch: *epoch,
+            writes,
+            logged: true,
+        };
+        *epoch += 1;
+        self.send(batch)
+    }
+
+    /// Hands the applier a job.
+    fn send(&self, job: Job) -> Result<()> {
         let sent = self
             .jobs
             .as_ref()
-            .is_some_and(|jobs| jobs.send(Job::Batch(*epoch, writes)).is_ok());
-        *epoch += 1;
-        if !sent {
-            return Err(StoreError::Wal("the applier stopped".into()));
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(StoreError::Wal("the applier stopped".into()))
         }
-        Ok(())
     }
 
     /// [`Overlay::flush`] of the pending writes without waiting for their
@@ -1105,13 +1114,11 @@ impl Overlay {
         let Some(writes) = self.take_layer(false, epoch)? else {
             return Ok(());
         };
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(Job::Log(epoch, writes)).is_ok());
-        if !sent {
-            return Err(StoreError::Wal("the applier stopped".into()));
-        }
+        self.send(Job::Batch {
+            epoch,
+            writes,
+            logged: false,
+        })?;
         flushing.behind = Some(epoch);
         flushing.epoch += 1;
         Ok(())
@@ -1196,13 +1203,7 @@ impl Overlay {
         let target = inner.durable;
         if inner.in_sled < target {
             // Behind the batches up to it in the applier's queue.
-            let asked = self
-                .jobs
-                .as_ref()
-                .is_some_and(|jobs| jobs.send(Job::Checkpoint(target)).is_ok());
-            if !asked {
-                return Err(StoreError::Wal("the applier stopped".into()));
-            }
+            self.send(Job::Checkpoint(target))?;
         }
         self.wait_while(inner, |i| i.in_sled < target).check()
     }
@@ -1325,26 +1326,22 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
             }
         };
         let done = match job {
-            Some(Job::Batch(epoch, writes)) => held
-                .batch(shared, wal, epoch, writes)
-                .map_err(|e| format!("applying log batch {epoch} to sled: {e}")),
-            Some(Job::Log(epoch, writes)) => {
-                let logged = write_wal(wal, epoch, &writes, &mut buf)
-                    .map_err(|e| format!("writing log batch {epoch}: {e}"));
-                if buf.capacity() > WAL_BUF_KEEP {
-                    buf = Vec::new();
-                }
-                logged
-                    .map(|()| {
-                        let mut inner = lock(&shared.inner);
-                        inner.durable = inner.durable.max(epoch);
-                        drop(inner);
-                        shared.applied.notify_all();
-                    })
-                    .and_then(|()| {
-                        held.batch(shared, wal, epoch, writes)
-                            .map_err(|e| format!("applying log batch {epoch} to sled: {e}"))
-                    })
+            Some(Job::Batch {
+                epoch,
+                writes,
+                logged,
+            }) => {
+                let log = if logged {
+                    Ok(())
+                } else {
+                    write_wal(wal, epoch, &writes, &mut buf)
+                        .map(|()| mark_durable(shared, epoch))
+                        .map_err(|e| format!("writing log batch {epoch}: {e}"))
+                };
+                log.and_then(|()| {
+                    held.batch(shared, wal, epoch, writes)
+                        .map_err(|e| format!("applying log batch {epoch} to sled: {e}"))
+                })
             }
             Some(Job::Checkpoint(epoch)) => {
                 held.wanted = held.wanted.max(epoch);
@@ -1367,6 +1364,14 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
     if let Err(e) = closed {
         failed(shared, format!("checkpointing into the history image: {e}"));
     }
+}
+
+/// The log file of batch `epoch` is written: whoever waits for it goes on.
+fn mark_durable(shared: &Shared, epoch: u64) {
+    let mut inner = lock(&shared.inner);
+    inner.durable = inner.durable.max(epoch);
+    drop(inner);
+    shared.applied.notify_all();
 }
 
 /// Stops the applier: every later flush reports `why`.
@@ -1593,7 +1598,11 @@ pub(crate) fn write_wal(wal: &Path, epoch: u64, writes: &Map, buf: &mut Vec<u8>)
 
     let tmp = wal_path(wal, epoch, "tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-    f.write_all(buf).map_err(|e| io("writing", &tmp, e))?;
+    let written = f.write_all(buf);
+    if buf.capacity() > WAL_BUF_KEEP {
+        *buf = Vec::new();
+    }
+    written.map_err(|e| io("writing", &tmp, e))?;
     f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
     let done = wal_path(wal, epoch, "wal");
     std::fs::rename(&tmp, &done).map_err(|e| io("renaming", &tmp, e))?;
