@@ -10,6 +10,9 @@ under a frame (the callees of every sample passing through it).
   perf-threads.py FILE TID FRAME [DEPTH]   under FRAME on thread TID: the next
                                            DEPTH frames down (default 1), by share
                                            of the thread's samples
+  --only FRAME2 (before FILE)              count only samples passing through
+                                           FRAME2 (e.g. `iter_batched`: a criterion
+                                           bench's measured routine, not its setup)
 
 FRAME matches any part of a symbol (e.g. `Store::record_with`); the deepest
 match of a sample counts. "SELF" is time in FRAME itself.
@@ -44,11 +47,20 @@ def short(sym):
 
 
 def main(argv):
+    only = None
+    if len(argv) > 2 and argv[1] == "--only":
+        only, argv = argv[2], argv[:1] + argv[3:]
     if len(argv) not in (2, 4, 5):
         sys.exit(__doc__)
     path = argv[1]
+
+    def kept():
+        for c, t, frames in samples(path):
+            if only is None or any(only in x for x in frames):
+                yield c, t, frames
+
     if len(argv) == 2:
-        by = collections.Counter((c, t) for c, t, _ in samples(path))
+        by = collections.Counter((c, t) for c, t, _ in kept())
         total = sum(by.values())
         for (comm, tid), n in by.most_common(10):
             print(f"{comm:<18} {tid:>8} {n:>8} {100 * n / total:5.1f}%")
@@ -56,7 +68,7 @@ def main(argv):
     tid, frame = argv[2], argv[3]
     depth = int(argv[4]) if len(argv) == 5 else 1
     total, under, below = 0, 0, collections.Counter()
-    for _, t, frames in samples(path):
+    for _, t, frames in kept():
         if t != tid:
             continue
         total += 1
