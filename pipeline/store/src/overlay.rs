@@ -34,7 +34,7 @@
 //! (sled pulling a page per key) took 40% of the history thread; now it
 //! runs on another core while the history thread reads.
 
-use crate::records::{BandRecord, BandSellers};
+use crate::records::{BandRecord, BandSellers, PriceRecord};
 use crate::{image, keys, Result, StoreError};
 use serde::de::DeserializeOwned;
 use sled::IVec;
@@ -250,6 +250,15 @@ struct BandSlot {
 
 /// A text band's (seller hash, last time) entries, if it has a record.
 pub type BandView<'a> = Option<&'a [(u64, i64)]>;
+
+/// Asks the CPU to fetch `items` into its caches (a hint: cannot fail).
+fn prefetch<T>(items: &[T]) {
+    // One item per 64-byte cache line.
+    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    for item in items.iter().step_by(step) {
+        mem_prefetch::prefetch_read_data::<_, 3>(item);
+    }
+}
 
 /// The band id of a band key (`b` and 8 big-endian bytes).
 fn band_id(key: &[u8]) -> Option<u64> {
@@ -836,6 +845,33 @@ impl Overlay {
         let out = f(&sellers);
         *decoded = Some(recs);
         Ok(out)
+    }
+
+    /// Asks the CPU to fetch the resident records under `keys` and the
+    /// sellers of text bands `bands` into its caches, for reads of them
+    /// after other work: looked up together, their cache misses overlap.
+    pub fn prefetch(&self, keys: &[&[u8]], bands: &[u64]) {
+        let inner = self.inner();
+        let Some(r) = inner.resident.as_ref() else {
+            return;
+        };
+        for key in keys {
+            match r.map.get(*key) {
+                Some(Slot::Bytes(v)) => prefetch(v.as_ref()),
+                Some(Slot::Typed { rec, .. }) => {
+                    // (Prices are the records kept decoded that are read.)
+                    if let Some(p) = rec.as_any().downcast_ref::<PriceRecord>() {
+                        prefetch(&p.samples);
+                    }
+                }
+                None => {}
+            }
+        }
+        for &id in bands {
+            if let Some(sellers) = r.band(id) {
+                prefetch(sellers);
+            }
+        }
     }
 
     /// Transactions committed with writes so far (see [`Tx::commits`]).
