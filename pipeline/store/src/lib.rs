@@ -211,8 +211,8 @@ pub struct EventReads {
     commits: Option<u64>,
     listing: Option<Option<ListingRecord>>,
     seller: Option<Option<SellerRecord>>,
-    /// One per identifier of the analysis, in its order.
-    idents: Option<Vec<Option<IdentRecord>>>,
+    /// One per identifier of the analysis, in its order: its key and record.
+    idents: Option<Vec<(Vec<u8>, Option<IdentRecord>)>>,
     /// One per band of the analysis, in its order (read only where bands
     /// are not resident: there they stay decoded, see
     /// [`overlay::Overlay::read_typed`]).
@@ -527,7 +527,7 @@ impl Store {
                 fraud_sellers: rec.fraud_sellers.len() as u32,
             });
         }
-        reads.idents = Some(idents);
+        reads.idents = Some(ident_keys.into_iter().zip(idents).collect());
         snap.duplicate_text_sellers =
             self.overlay
                 .read_bands(&analysis.bands, &mut reads.bands, |recs| {
@@ -684,8 +684,11 @@ impl Store {
             // Identifier index.
             let mut read_idents = reads.idents.unwrap_or_default().into_iter();
             for ident in &analysis.facts.idents {
-                let k = ident_key(ident.kind, &ident.value);
-                let mut rec: IdentRecord = tx.reuse(&k, read_idents.next())?.unwrap_or_default();
+                let (k, read) = match read_idents.next() {
+                    Some((k, rec)) => (k, Some(rec)),
+                    None => (ident_key(ident.kind, &ident.value), None),
+                };
+                let mut rec: IdentRecord = tx.reuse(&k, read)?.unwrap_or_default();
                 rec.touch(&listing.seller_id, now);
                 tx.put(k, encode(&rec));
             }
