@@ -234,11 +234,28 @@ fn the_text_score_computed_with_the_analysis_changes_no_verdict() {
     assert!(checked >= 200, "{checked}");
 }
 
+/// The text features of a rule stage's output (as serving computes them),
+/// each bucket's name reported to `names`.
+fn stage_features<N: haechi_engine::features::NameSink>(
+    engine: &Engine,
+    rs: &haechi_engine::engine::RuleStage,
+    names: &mut N,
+) -> haechi_engine::features::Features {
+    haechi_engine::features::text_features(
+        &rs.title,
+        &rs.body,
+        &rs.hits,
+        &rs.facts,
+        engine.rules(),
+        names,
+    )
+}
+
 /// Naming only the wanted buckets gives each the name the full naming pass
 /// finds first for it, and names nothing else.
 #[test]
 fn names_of_the_wanted_buckets_equal_the_first_of_the_full_naming() {
-    use haechi_engine::features::{text_features, NamesOf};
+    use haechi_engine::features::NamesOf;
     let engine = real_engine();
     let text = std::fs::read_to_string(root().join("../../fixtures/handpicked.jsonl")).unwrap();
     let mut compared = 0;
@@ -248,14 +265,7 @@ fn names_of_the_wanted_buckets_equal_the_first_of_the_full_naming() {
         };
         let rs = engine.rule_stage(&l);
         let mut all: Vec<(u32, String)> = Vec::new();
-        let f = text_features(
-            &rs.title,
-            &rs.body,
-            &rs.hits,
-            &rs.facts,
-            engine.rules(),
-            &mut all,
-        );
+        let f = stage_features(&engine, &rs, &mut all);
         // Every third bucket of the listing, and one it does not have.
         let mut wanted: Vec<u32> = f.idx.iter().copied().step_by(3).collect();
         wanted.sort_unstable();
@@ -263,14 +273,7 @@ fn names_of_the_wanted_buckets_equal_the_first_of_the_full_naming() {
         let absent = (0..u32::MAX).find(|b| !f.idx.contains(b)).unwrap();
         wanted.push(absent);
         let mut some = NamesOf::new(&wanted);
-        let g = text_features(
-            &rs.title,
-            &rs.body,
-            &rs.hits,
-            &rs.facts,
-            engine.rules(),
-            &mut some,
-        );
+        let g = stage_features(&engine, &rs, &mut some);
         assert_eq!(f, g, "naming must not change the features");
         for &b in &wanted {
             let first = all.iter().find(|(x, _)| *x == b).map(|(_, n)| n);
@@ -299,14 +302,7 @@ fn the_analysis_names_the_features_as_the_rule_stage_does() {
         };
         let rs = engine.rule_stage(&l);
         let mut want: Vec<(u32, String)> = Vec::new();
-        let f = text_features(
-            &rs.title,
-            &rs.body,
-            &rs.hits,
-            &rs.facts,
-            engine.rules(),
-            &mut want,
-        );
+        let f = stage_features(&engine, &rs, &mut want);
         let a = engine.analyze(&l);
         let (title, body) = (normalize(&l.title), normalize(&l.body));
         let mut got: Vec<(u32, String)> = Vec::new();

@@ -339,6 +339,18 @@ fn a_store_of_another_format_is_refused_with_a_clear_error() {
     );
 }
 
+/// A listing record of formats 2 to 4: they differ in their events' layout.
+#[derive(serde::Serialize)]
+struct OldListingRecord<E> {
+    seller_id: String,
+    had_contact: bool,
+    action: haechi_engine::Action,
+    deleted: bool,
+    last_event: String,
+    idents: Vec<String>,
+    events: Vec<E>,
+}
+
 /// The layout of format 4's listing records (verdicts with every string
 /// inline), written here independently of the store's own upgrade code.
 mod format4 {
@@ -368,16 +380,7 @@ mod format4 {
         pub spans: Vec<haechi_engine::Span>,
     }
 
-    #[derive(serde::Serialize)]
-    pub struct ListingRecord {
-        pub seller_id: String,
-        pub had_contact: bool,
-        pub action: haechi_engine::Action,
-        pub deleted: bool,
-        pub last_event: String,
-        pub idents: Vec<String>,
-        pub events: Vec<EventRecord>,
-    }
+    pub type ListingRecord = super::OldListingRecord<EventRecord>;
 }
 
 /// The layout of format 3 (and 2), written here independently of the store's
@@ -404,16 +407,7 @@ mod format3 {
         pub cleared: u32,
     }
 
-    #[derive(serde::Serialize)]
-    pub struct ListingRecord {
-        pub seller_id: String,
-        pub had_contact: bool,
-        pub action: haechi_engine::Action,
-        pub deleted: bool,
-        pub last_event: String,
-        pub idents: Vec<String>,
-        pub events: Vec<EventRecord>,
-    }
+    pub type ListingRecord = super::OldListingRecord<EventRecord>;
 }
 
 #[test]
