@@ -276,18 +276,32 @@ fn band_key(id: u64) -> Vec<u8> {
 /// length of its one byte string as a varint, then 16-byte entries),
 /// written straight into one buffer (through serde it was three copies).
 fn band_bytes(sellers: &[(u64, i64)]) -> IVec {
-    let mut buf: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::new();
+    let mut head = [0u8; 10];
+    let mut h = 0;
     let mut n = sellers.len() as u64 * 16;
     while n >= 0x80 {
-        buf.push((n as u8) | 0x80);
+        head[h] = (n as u8) | 0x80;
         n >>= 7;
+        h += 1;
     }
-    buf.push(n as u8);
-    for (a, b) in sellers {
-        buf.extend_from_slice(&a.to_le_bytes());
-        buf.extend_from_slice(&b.to_le_bytes());
+    head[h] = n as u8;
+    h += 1;
+    let len = h + sellers.len() * 16;
+    // The value's one allocation, filled in place (pushed 8 bytes at a
+    // time into a growing buffer and then copied, this was 13% of a
+    // resident history cycle).
+    static ZEROS: [u8; 1024] = [0; 1024];
+    let mut v = match ZEROS.get(..len) {
+        Some(zeros) => IVec::from(zeros),
+        None => IVec::from(vec![0; len]),
+    };
+    let out = v.as_mut();
+    out[..h].copy_from_slice(&head[..h]);
+    for (entry, (a, b)) in out[h..].chunks_exact_mut(16).zip(sellers) {
+        entry[..8].copy_from_slice(&a.to_le_bytes());
+        entry[8..].copy_from_slice(&b.to_le_bytes());
     }
-    IVec::from(&buf[..])
+    v
 }
 
 /// A record a resident keyspace keeps decoded between flushes
@@ -2153,6 +2167,26 @@ mod tests {
 
     /// Keys held before a checkpoint, in these tests.
     const HOLD_KEYS: usize = 64_000;
+
+    #[test]
+    fn band_bytes_are_the_band_records_encoding() {
+        // Empty and one entry fit an inline value; 8 entries take a
+        // two-byte length; 32 is a full band.
+        for n in [0u64, 1, 2, 7, 8, 32] {
+            let sellers: BandSellers = (0..n)
+                .map(|i| {
+                    (
+                        i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                        1_700_000_000_000 - i as i64,
+                    )
+                })
+                .collect();
+            let expected = crate::encode(&BandRecord {
+                sellers: sellers.clone(),
+            });
+            assert_eq!(band_bytes(&sellers).as_ref(), &expected[..], "{n} entries");
+        }
+    }
 
     fn map(entries: &[(&str, Option<&str>)]) -> Map {
         entries
