@@ -196,6 +196,20 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
 
+/// [`encode`] straight into a stored value: serialized into a buffer the
+/// thread keeps, then copied into the value's one allocation (a growing
+/// vector took about six, and the value one more).
+pub(crate) fn encode_value<T: Serialize>(v: &T) -> sled::IVec {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16 << 10]);
+    }
+    SCRATCH.with_borrow_mut(|buf| match postcard::to_slice(v, buf) {
+        Ok(bytes) => sled::IVec::from(&*bytes),
+        // Larger than the buffer (a listing with thousands of events).
+        Err(_) => sled::IVec::from(encode(v)),
+    })
+}
+
 fn ident_key(kind: IdentKind, value: &str) -> Vec<u8> {
     keys::key(keys::IDENT, &format!("{}:{value}", kind.as_str()))
 }
@@ -649,7 +663,7 @@ impl Store {
             Action::Review => s.reviewed += 1,
             Action::Block => s.blocked += 1,
         }
-        tx.put(seller_key, encode(&s));
+        tx.put(seller_key, encode_value(&s));
 
         // The listing.
         let idents: Vec<String> = analysis
@@ -690,7 +704,7 @@ impl Store {
                 };
                 let mut rec: IdentRecord = tx.reuse(&k, read)?.unwrap_or_default();
                 rec.touch(&listing.seller_id, now);
-                tx.put(k, encode(&rec));
+                tx.put(k, encode_value(&rec));
             }
             // Near-duplicate text index.
             let mut read_bands = reads.bands.unwrap_or_default().into_iter();
@@ -721,7 +735,7 @@ impl Store {
             review::open_case(&mut tx, listing, analysis, verdict, &s)?;
         }
 
-        tx.put(listing_key, encode(&listing_rec));
+        tx.put(listing_key, encode_value(&listing_rec));
         for (k, v) in std::mem::take(&mut entries.writes) {
             tx.put(k, v);
         }
@@ -1174,7 +1188,7 @@ fn decision_writes(
     } else {
         s.cleared += 1;
     }
-    tx.put(seller_key, encode(&s));
+    tx.put(seller_key, encode_value(&s));
     if fraud {
         let lk = keys::key(keys::LISTING, listing_id);
         if let Some(l) = decode::<ListingRecord>(&lk, tx.get(&lk)?)? {
@@ -1184,7 +1198,7 @@ fn decision_writes(
                 if !rec.fraud_sellers.iter().any(|x| x == seller_id) {
                     rec.fraud_sellers.push(seller_id.to_owned());
                 }
-                tx.put(k, encode(&rec));
+                tx.put(k, encode_value(&rec));
             }
         }
     }

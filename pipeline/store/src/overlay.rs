@@ -1921,9 +1921,9 @@ impl Tx<'_> {
             || band_id(key).is_some_and(|id| self.touches.iter().any(|t| t.0 == id))
     }
 
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    pub fn put(&mut self, key: Vec<u8>, value: impl Into<IVec>) {
         self.forget_updates(&key);
-        self.writes.push((key, Some(IVec::from(value))));
+        self.writes.push((key, Some(value.into())));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
