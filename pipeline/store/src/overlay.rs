@@ -2199,7 +2199,7 @@ mod tests {
     fn commit_one(o: &Overlay, k: &str, v: Option<&str>) {
         let mut tx = o.begin();
         match v {
-            Some(v) => tx.put(k.into(), v.into()),
+            Some(v) => tx.put(k.into(), v.as_bytes()),
             None => tx.remove(k.into()),
         }
         tx.commit();
