@@ -355,6 +355,17 @@ impl BandRecord {
     pub fn touch_sellers(sellers: &mut BandSellers, seller: u64, t: i64) {
         if let Some(e) = sellers.iter_mut().find(|(s, _)| *s == seller) {
             e.1 = e.1.max(t);
+        } else if sellers.len() == 32 && sellers.windows(2).all(|w| w[0].1 >= w[1].1) {
+            // A full band in order (as the last overflow left it): the new
+            // entry goes after every entry as new as it is, the oldest one
+            // goes out — what the sort below gives, without moving the
+            // new entry (usually the newest) one place at a time.
+            let at = sellers.partition_point(|e| e.1 >= t);
+            if at < 32 {
+                sellers.pop();
+                sellers.insert(at, (seller, t));
+            }
+            return;
         } else {
             sellers.push((seller, t));
         }
@@ -518,10 +529,17 @@ mod tests {
         };
         // Few distinct times (ties decide who goes) and many, old times
         // coming late (entries far from their place).
-        for (sellers, times) in [(60, 4), (200, 30), (45, 1_000)] {
+        // Then as events come: times rising (ties among them), now and then
+        // a late one.
+        for (sellers, times) in [(60, 4), (200, 30), (45, 1_000), (200, 0), (40, 0)] {
             let (mut band, mut want) = (BandRecord::default(), Vec::new());
-            for _ in 0..3_000 {
-                let (s, t) = (next() % sellers, (next() % times) as i64);
+            for i in 0..3_000 {
+                let t = match times {
+                    0 if next() % 10 == 0 => i / 3 - (next() % 50) as i64,
+                    0 => i / 3,
+                    _ => (next() % times) as i64,
+                };
+                let s = next() % sellers;
                 band.touch(s, t);
                 reference(&mut want, s, t);
                 assert_eq!(band.sellers.as_slice(), want.as_slice());
