@@ -233,6 +233,22 @@ pub struct EventReads {
     bands: Option<Vec<Option<BandRecord>>>,
     /// The product's price record (likewise).
     price: Option<Vec<Option<PriceRecord>>>,
+    /// The keys of the listing, seller and price records as built by the
+    /// reads (valid whatever was committed since: they name, not hold).
+    keys: EventKeys,
+}
+
+/// See [`EventReads::keys`].
+#[derive(Debug, Default)]
+struct EventKeys {
+    listing: Option<Vec<u8>>,
+    seller: Option<Vec<u8>>,
+    price: Option<Vec<u8>>,
+}
+
+/// The key in `slot` if there is one, else `prefix` + `id`.
+fn key_from(slot: &mut Option<Vec<u8>>, prefix: u8, id: &str) -> Vec<u8> {
+    slot.take().unwrap_or_else(|| keys::key(prefix, id))
 }
 
 /// The store.
@@ -420,8 +436,10 @@ impl Store {
         event_id: &str,
         reads: &mut EventReads,
     ) -> Result<Option<(Verdict, String)>> {
-        let key = keys::key(keys::LISTING, listing_id);
-        let Some(rec) = self.read(&mut reads.listing, &key)? else {
+        let key = key_from(&mut reads.keys.listing, keys::LISTING, listing_id);
+        let rec = self.read(&mut reads.listing, &key);
+        reads.keys.listing = Some(key);
+        let Some(rec) = rec? else {
             return Ok(None);
         };
         let Some(stored) = rec.event(event_id).and_then(|e| e.verdict.as_ref()) else {
@@ -460,14 +478,15 @@ impl Store {
         reads: &mut EventReads,
     ) -> Result<SellerSnapshot> {
         let now = ms(listing.created_at);
-        let seller_key = keys::key(keys::SELLER, &listing.seller_id);
+        let seller_key = key_from(&mut reads.keys.seller, keys::SELLER, &listing.seller_id);
         let ident_keys: smallvec::SmallVec<[Vec<u8>; 4]> = analysis
             .facts
             .idents
             .iter()
             .map(|i| ident_key(i.kind, &i.value))
             .collect();
-        let price_key = (listing.price > 0).then(|| keys::key(keys::PRICE, &analysis.product_key));
+        let price_key = (listing.price > 0)
+            .then(|| key_from(&mut reads.keys.price, keys::PRICE, &analysis.product_key));
         // Resident records asked for together: their cache misses overlap
         // (with a million sellers and their text bands in memory, nearly
         // every read is one): +15% history cycles per second, +9% events
@@ -482,7 +501,9 @@ impl Store {
             joined_at: listing.seller_joined_at,
             ..SellerSnapshot::default()
         };
-        if let Some(s) = self.read(&mut reads.seller, &seller_key)? {
+        let seller = self.read(&mut reads.seller, &seller_key);
+        reads.keys.seller = Some(seller_key);
+        if let Some(s) = seller? {
             let within = |w: i64| {
                 s.recent
                     .iter()
@@ -508,12 +529,10 @@ impl Store {
         }
         if listing.event != EventKind::Created {
             let retention = self.config.retention_days;
-            let key = keys::key(keys::LISTING, &listing.listing_id);
-            if let Some(l) = self
-                .read(&mut reads.listing, &key)?
-                .as_ref()
-                .filter(|l| !listing_is_stale(l, now, retention))
-            {
+            let key = key_from(&mut reads.keys.listing, keys::LISTING, &listing.listing_id);
+            let l = self.read(&mut reads.listing, &key);
+            reads.keys.listing = Some(key);
+            if let Some(l) = l?.as_ref().filter(|l| !listing_is_stale(l, now, retention)) {
                 snap.previous = Some(PreviousVersion {
                     had_contact: l.had_contact,
                     action: l.action,
@@ -549,8 +568,9 @@ impl Store {
                 })?;
         if let Some(key) = price_key {
             let retention = self.config.retention_days;
-            if let Some((usual, samples)) = self.overlay.read_typed(
-                &[key],
+            let keys = [key];
+            let usual = self.overlay.read_typed(
+                &keys,
                 &mut reads.price,
                 |recs: &[Option<&PriceRecord>]| {
                     recs.first()
@@ -559,7 +579,10 @@ impl Store {
                         .filter(|p| !price_is_stale(p, now, retention))
                         .map(|p| (p.median(), p.samples.len() as u32))
                 },
-            )? {
+            );
+            let [key] = keys;
+            reads.keys.price = Some(key);
+            if let Some((usual, samples)) = usual? {
                 snap.usual_price = usual;
                 snap.price_samples = samples;
             }
@@ -616,11 +639,14 @@ impl Store {
         verdict: &Verdict,
         mut reads: EventReads,
     ) -> Result<()> {
-        let listing_key = keys::key(keys::LISTING, &listing.listing_id);
         let mut tx = self.overlay.begin();
         if reads.commits != Some(tx.commits()) {
-            reads = EventReads::default();
+            reads = EventReads {
+                keys: reads.keys,
+                ..EventReads::default()
+            };
         }
+        let listing_key = key_from(&mut reads.keys.listing, keys::LISTING, &listing.listing_id);
         let now = ms(listing.created_at);
         let previous: Option<ListingRecord> = tx.reuse(&listing_key, reads.listing)?;
         if previous
@@ -633,7 +659,7 @@ impl Store {
         let previous = previous.filter(|p| !listing_is_stale(p, now, self.config.retention_days));
 
         // The seller.
-        let seller_key = keys::key(keys::SELLER, &listing.seller_id);
+        let seller_key = key_from(&mut reads.keys.seller, keys::SELLER, &listing.seller_id);
         let mut s: SellerRecord = tx
             .reuse(&seller_key, reads.seller)?
             .unwrap_or(SellerRecord {
@@ -718,7 +744,7 @@ impl Store {
             // means training (rules-only) and serving (with the model) see
             // the same features.
             if listing.price > 0 {
-                let k = keys::key(keys::PRICE, &analysis.product_key);
+                let k = key_from(&mut reads.keys.price, keys::PRICE, &analysis.product_key);
                 let (price, retention) = (listing.price, self.config.retention_days);
                 let read = reads.price.and_then(|v| v.into_iter().next());
                 tx.update(k, read, move |rec: &mut PriceRecord| {
