@@ -1554,6 +1554,15 @@ impl Held {
             let handle = std::thread::Builder::new()
                 .name("haechi-image-merge".into())
                 .spawn(move || {
+                    // Housekeeping: on a busy machine the event loop and the
+                    // applier keep their cores and the merge takes what is
+                    // left (it holds no lock they wait for; deltas only wait
+                    // longer to be merged).
+                    if let Err(e) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    ) {
+                        tracing::debug!("image merge at normal priority: {e:?}");
+                    }
                     let _alone = lock(&image_lock);
                     image::merge(&dir)
                 })
