@@ -1466,28 +1466,35 @@ impl Held {
             Some(prefixes) => {
                 let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
                 put_in_order(&shared.db, writes.iter().filter(|(k, _)| !holds(k)))?;
-                for (k, v) in writes.iter().filter(|(k, _)| holds(k)) {
-                    match self.writes.get_mut(k) {
-                        Some(slot) => *slot = v.clone(),
-                        None => {
-                            self.writes.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
                 self.epochs.push(epoch);
                 self.since.get_or_insert_with(std::time::Instant::now);
                 false
             }
         };
-        drop(writes);
         let mut inner = lock(&shared.inner);
-        if let Some((_, done)) = inner.applying.pop_front() {
-            let done = Arc::try_unwrap(done).unwrap_or_else(|shared| (*shared).clone());
-            inner.applied(done);
-        }
+        // The batch's own layer (flushes queue their layers in the order
+        // they send their batches), no longer read from there.
+        let done = match inner.applying.pop_front() {
+            Some((_, done)) => {
+                drop(writes);
+                done
+            }
+            None => writes,
+        };
+        let mut done = Arc::try_unwrap(done).unwrap_or_else(|shared| (*shared).clone());
         if whole {
             inner.in_sled = epoch;
         }
+        if let Some(prefixes) = resident {
+            // The resident writes are held: moved (no copy, none dropped
+            // under the lock), off the lock — reads of resident keys never
+            // reach the layers, and the other writes are in sled already.
+            drop(inner);
+            let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
+            self.writes.extend(done.extract_if(|k, _| holds(k)));
+            inner = lock(&shared.inner);
+        }
+        inner.applied(done);
         drop(inner);
         shared.applied.notify_all();
         Ok(())
