@@ -1491,7 +1491,15 @@ impl Held {
             // reach the layers, and the other writes are in sled already.
             drop(inner);
             let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
-            self.writes.extend(done.extract_if(|k, _| holds(k)));
+            let mut others = Vec::new();
+            for (k, v) in done.drain() {
+                if holds(&k) {
+                    self.writes.insert(k, v);
+                } else {
+                    others.push((k, v));
+                }
+            }
+            done.extend(others);
             inner = lock(&shared.inner);
         }
         inner.applied(done);
