@@ -104,7 +104,7 @@ pub fn signals(
         if weight != 0.0 {
             out.push(Reason {
                 source: ReasonSource::History,
-                id: format!("history.{id}"),
+                id: id.to_owned(),
                 detail,
                 weight,
                 spans: Vec::new(),
@@ -113,7 +113,7 @@ pub fn signals(
     };
     if snap.confirmed_fraud > 0 {
         add(
-            "confirmed_fraud",
+            "history.confirmed_fraud",
             w.confirmed_fraud,
             format!(
                 "seller has {} listing(s) confirmed as fraud by moderators",
@@ -123,7 +123,7 @@ pub fn signals(
     }
     if let Some(s) = snap.shared_idents.iter().find(|s| s.fraud_sellers > 0) {
         add(
-            "linked_to_fraud",
+            "history.linked_to_fraud",
             w.linked_to_fraud,
             format!(
                 "{} {} was used by {} seller(s) confirmed fraudulent",
@@ -140,7 +140,7 @@ pub fn signals(
         .max_by_key(|s| s.other_sellers)
     {
         add(
-            "shared_identifier",
+            "history.shared_identifier",
             w.shared_ident,
             format!(
                 "{} {} is also used by {} other seller(s)",
@@ -152,7 +152,7 @@ pub fn signals(
     }
     if snap.duplicate_text_sellers >= w.duplicate_text_min {
         add(
-            "duplicate_text",
+            "history.duplicate_text",
             w.duplicate_text,
             format!(
                 "near-identical text posted by {} other seller(s)",
@@ -162,7 +162,7 @@ pub fn signals(
     }
     if snap.listings_1h + 1 >= w.burst_min {
         add(
-            "burst",
+            "history.burst",
             w.burst,
             format!("{} listings within the hour", snap.listings_1h + 1),
         );
@@ -170,7 +170,7 @@ pub fn signals(
     let age = snap.account_age_days(listing.created_at);
     if contact && age.is_none_or(|a| a < w.fresh_days) {
         add(
-            "fresh_account_with_contact",
+            "history.fresh_account_with_contact",
             w.fresh_with_contact,
             match age {
                 Some(a) => format!("account {a:.1} days old posts contact details"),
@@ -182,7 +182,7 @@ pub fn signals(
         let ratio = listing.price as f64 / usual.max(1) as f64;
         if listing.price > 0 && ratio < w.too_cheap_ratio {
             add(
-                "too_cheap",
+                "history.too_cheap",
                 w.too_cheap,
                 format!(
                     "price {} KRW is {:.0}% of the usual {} KRW ({} listings)",
@@ -197,7 +197,7 @@ pub fn signals(
     if let Some(prev) = &snap.previous {
         if contact && !prev.had_contact && listing.event == crate::contract::EventKind::Updated {
             add(
-                "edit_adds_contact",
+                "history.edit_adds_contact",
                 w.edit_adds_contact,
                 format!(
                     "an edit added contact or payment details to a listing judged `{}`",
@@ -210,7 +210,7 @@ pub fn signals(
         let idle = (listing.created_at - last).num_days() as f64;
         if idle >= w.dormant_days {
             add(
-                "dormant_reactivated",
+                "history.dormant_reactivated",
                 w.dormant_reactivated,
                 format!("first listing after {idle:.0} days of silence"),
             );
