@@ -397,36 +397,37 @@ where
     S: IntoIterator<Item = u64>,
 {
     const SLOTS: usize = 512;
+    // Gathered first: the buckets' loads (cache misses, mostly) then
+    // overlap, instead of waiting behind the table's mispredicted probes.
+    let all: smallvec::SmallVec<[u64; 256]> = buckets.into_iter().flatten().collect();
     let mut keys = [0u64; SLOTS];
     let mut counts = [0u8; SLOTS];
     let mut used = 0;
     let mut twice = 0;
     let mut spill: Vec<u64> = Vec::new();
-    for bucket in buckets {
-        for seller in bucket {
-            if used >= SLOTS / 2 {
-                // Past half full the probes get long: the rest sorted.
-                spill.push(seller);
-                continue;
+    for &seller in &all {
+        if used >= SLOTS / 2 {
+            // Past half full the probes get long: the rest sorted.
+            spill.push(seller);
+            continue;
+        }
+        // Fibonacci hashing spreads even close hashes over the slots.
+        let mut i = (seller.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize;
+        loop {
+            if counts[i] == 0 {
+                keys[i] = seller;
+                counts[i] = 1;
+                used += 1;
+                break;
             }
-            // Fibonacci hashing spreads even close hashes over the slots.
-            let mut i = (seller.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize;
-            loop {
-                if counts[i] == 0 {
-                    keys[i] = seller;
-                    counts[i] = 1;
-                    used += 1;
-                    break;
+            if keys[i] == seller {
+                if counts[i] == 1 {
+                    twice += 1;
                 }
-                if keys[i] == seller {
-                    if counts[i] == 1 {
-                        twice += 1;
-                    }
-                    counts[i] = counts[i].saturating_add(1);
-                    break;
-                }
-                i = (i + 1) % SLOTS;
+                counts[i] = counts[i].saturating_add(1);
+                break;
             }
+            i = (i + 1) % SLOTS;
         }
     }
     if spill.is_empty() {
