@@ -246,7 +246,12 @@ struct EventKeys {
     price: Option<Vec<u8>>,
 }
 
-/// The key in `slot` if there is one, else `prefix` + `id`.
+/// The key kept in `slot`, built there first if need be.
+fn key_in<'k>(slot: &'k mut Option<Vec<u8>>, prefix: u8, id: &str) -> &'k Vec<u8> {
+    slot.get_or_insert_with(|| keys::key(prefix, id))
+}
+
+/// The key kept in `slot` (taken: for a write), else built.
 fn key_from(slot: &mut Option<Vec<u8>>, prefix: u8, id: &str) -> Vec<u8> {
     slot.take().unwrap_or_else(|| keys::key(prefix, id))
 }
@@ -436,10 +441,8 @@ impl Store {
         event_id: &str,
         reads: &mut EventReads,
     ) -> Result<Option<(Verdict, String)>> {
-        let key = key_from(&mut reads.keys.listing, keys::LISTING, listing_id);
-        let rec = self.read(&mut reads.listing, &key);
-        reads.keys.listing = Some(key);
-        let Some(rec) = rec? else {
+        let key = key_in(&mut reads.keys.listing, keys::LISTING, listing_id);
+        let Some(rec) = self.read(&mut reads.listing, key)? else {
             return Ok(None);
         };
         let Some(stored) = rec.event(event_id).and_then(|e| e.verdict.as_ref()) else {
@@ -478,7 +481,7 @@ impl Store {
         reads: &mut EventReads,
     ) -> Result<SellerSnapshot> {
         let now = ms(listing.created_at);
-        let seller_key = key_from(&mut reads.keys.seller, keys::SELLER, &listing.seller_id);
+        let seller_key = key_in(&mut reads.keys.seller, keys::SELLER, &listing.seller_id);
         let ident_keys: smallvec::SmallVec<[Vec<u8>; 4]> = analysis
             .facts
             .idents
@@ -486,7 +489,7 @@ impl Store {
             .map(|i| ident_key(i.kind, &i.value))
             .collect();
         let price_key = (listing.price > 0)
-            .then(|| key_from(&mut reads.keys.price, keys::PRICE, &analysis.product_key));
+            .then(|| key_in(&mut reads.keys.price, keys::PRICE, &analysis.product_key));
         // Resident records asked for together: their cache misses overlap
         // (with a million sellers and their text bands in memory, nearly
         // every read is one): +15% history cycles per second, +9% events
@@ -494,16 +497,14 @@ impl Store {
         if self.config.resident_history {
             let mut wanted: smallvec::SmallVec<[&[u8]; 6]> = smallvec::smallvec![&seller_key[..]];
             wanted.extend(ident_keys.iter().map(Vec::as_slice));
-            wanted.extend(price_key.as_deref());
+            wanted.extend(price_key.map(Vec::as_slice));
             self.overlay.prefetch(&wanted, &analysis.bands);
         }
         let mut snap = SellerSnapshot {
             joined_at: listing.seller_joined_at,
             ..SellerSnapshot::default()
         };
-        let seller = self.read(&mut reads.seller, &seller_key);
-        reads.keys.seller = Some(seller_key);
-        if let Some(s) = seller? {
+        if let Some(s) = self.read(&mut reads.seller, seller_key)? {
             let within = |w: i64| {
                 s.recent
                     .iter()
@@ -529,10 +530,12 @@ impl Store {
         }
         if listing.event != EventKind::Created {
             let retention = self.config.retention_days;
-            let key = key_from(&mut reads.keys.listing, keys::LISTING, &listing.listing_id);
-            let l = self.read(&mut reads.listing, &key);
-            reads.keys.listing = Some(key);
-            if let Some(l) = l?.as_ref().filter(|l| !listing_is_stale(l, now, retention)) {
+            let key = key_in(&mut reads.keys.listing, keys::LISTING, &listing.listing_id);
+            if let Some(l) = self
+                .read(&mut reads.listing, key)?
+                .as_ref()
+                .filter(|l| !listing_is_stale(l, now, retention))
+            {
                 snap.previous = Some(PreviousVersion {
                     had_contact: l.had_contact,
                     action: l.action,
@@ -568,9 +571,8 @@ impl Store {
                 })?;
         if let Some(key) = price_key {
             let retention = self.config.retention_days;
-            let keys = [key];
-            let usual = self.overlay.read_typed(
-                &keys,
+            if let Some((usual, samples)) = self.overlay.read_typed(
+                std::slice::from_ref(key),
                 &mut reads.price,
                 |recs: &[Option<&PriceRecord>]| {
                     recs.first()
@@ -579,10 +581,7 @@ impl Store {
                         .filter(|p| !price_is_stale(p, now, retention))
                         .map(|p| (p.median(), p.samples.len() as u32))
                 },
-            );
-            let [key] = keys;
-            reads.keys.price = Some(key);
-            if let Some((usual, samples)) = usual? {
+            )? {
                 snap.usual_price = usual;
                 snap.price_samples = samples;
             }

@@ -1458,13 +1458,15 @@ impl Held {
     /// held (all of it at once while nothing is resident).
     fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
+        let holds = |k: &[u8]| {
+            resident.is_some_and(|prefixes| k.first().is_some_and(|&b| prefixes[b as usize]))
+        };
         let whole = match resident {
             None => {
                 apply(&shared.db, wal, epoch, &writes)?;
                 true
             }
-            Some(prefixes) => {
-                let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
+            Some(_) => {
                 put_in_order(&shared.db, writes.iter().filter(|(k, _)| !holds(k)))?;
                 self.epochs.push(epoch);
                 self.since.get_or_insert_with(std::time::Instant::now);
@@ -1485,12 +1487,11 @@ impl Held {
         if whole {
             inner.in_sled = epoch;
         }
-        if let Some(prefixes) = resident {
+        if resident.is_some() {
             // The resident writes are held: moved (no copy, none dropped
             // under the lock), off the lock — reads of resident keys never
             // reach the layers, and the other writes are in sled already.
             drop(inner);
-            let holds = |k: &[u8]| k.first().is_some_and(|&b| prefixes[b as usize]);
             let mut others = Vec::new();
             for (k, v) in done.drain() {
                 if holds(&k) {
