@@ -1229,3 +1229,18 @@ fn decision_writes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_value_is_encode_small_or_past_its_buffer() {
+        // Empty, a record-sized value, and one larger than the thread's
+        // 16-KB buffer (the fallback).
+        for n in [0usize, 300, 40_000] {
+            let v: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+            assert_eq!(encode_value(&v).as_ref(), &encode(&v)[..], "{n} numbers");
+        }
+    }
+}
