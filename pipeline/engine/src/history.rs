@@ -234,23 +234,31 @@ pub fn minhash_bands(compact: &str) -> Vec<u64> {
     if chars.len() < 8 {
         return Vec::new();
     }
-    let mut mins = [u64::MAX; BANDS * ROWS];
-    for w in chars.windows(3) {
-        let h = fxhash64_u64(
-            u64::from(w[0] as u32) | u64::from(w[1] as u32) << 21 | u64::from(w[2] as u32) << 42,
-        );
-        for (k, m) in mins.iter_mut().enumerate() {
-            let v = fxhash64_u64(h ^ SEEDS[k]);
-            if v < *m {
-                *m = v;
-            }
-        }
-    }
+    let mins = shingle_mins(&chars);
     (0..BANDS)
         .map(|b| {
             fxhash64_u64(mins[b * ROWS] ^ mins[b * ROWS + 1].rotate_left(29) ^ (b as u64) << 58)
         })
         .collect()
+}
+
+/// The smallest hash of the text's 3-char shingles under each of the
+/// [`SEEDS`]. Compiled also for AVX-512 and AVX2 and picked at run time
+/// (the twelve mixes of a shingle are one vector operation there: 64-bit
+/// multiplies need AVX-512); the same numbers on every path.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512vl", "x86_64+avx2"))]
+fn shingle_mins(chars: &[char]) -> [u64; BANDS * ROWS] {
+    let mut mins = [u64::MAX; BANDS * ROWS];
+    for w in chars.windows(3) {
+        let h = fxhash64_u64(
+            u64::from(w[0] as u32) | u64::from(w[1] as u32) << 21 | u64::from(w[2] as u32) << 42,
+        );
+        for (m, seed) in mins.iter_mut().zip(&SEEDS) {
+            // (Branch-free: lets the compiler vectorize the loop.)
+            *m = (*m).min(fxhash64_u64(h ^ seed));
+        }
+    }
+    mins
 }
 
 const SEEDS: [u64; BANDS * ROWS] = [
@@ -386,6 +394,44 @@ mod tests {
     fn tokens_split_at_script_changes() {
         let t: Vec<_> = tokens("아이폰14 프로, galaxy-s23!").collect();
         assert_eq!(t, ["아이폰", "14", "프로", "galaxy", "s", "23"]);
+    }
+
+    #[test]
+    fn shingle_mins_are_those_of_the_plain_loop_on_every_cpu_path() {
+        // The reference: one shingle, one seed at a time, no vectors. The
+        // run-time pick (AVX-512, AVX2 or neither) must give the same mins.
+        fn reference(chars: &[char]) -> [u64; BANDS * ROWS] {
+            let mut mins = [u64::MAX; BANDS * ROWS];
+            for w in chars.windows(3) {
+                let h = fxhash64_u64(
+                    u64::from(w[0] as u32)
+                        | u64::from(w[1] as u32) << 21
+                        | u64::from(w[2] as u32) << 42,
+                );
+                for (k, m) in mins.iter_mut().enumerate() {
+                    let v = fxhash64_u64(h ^ SEEDS[k]);
+                    if v < *m {
+                        *m = v;
+                    }
+                }
+            }
+            mins
+        }
+        let alphabet: Vec<char> = "가나다라마바사아자차카타파하급처카톡선입금abcxyz0123456789~!"
+            .chars()
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..200 {
+            let chars: Vec<char> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(shingle_mins(&chars), reference(&chars), "{len} chars");
+        }
     }
 
     #[test]
