@@ -211,7 +211,13 @@ pub(crate) fn encode_value<T: Serialize>(v: &T) -> sled::IVec {
 }
 
 fn ident_key(kind: IdentKind, value: &str) -> Vec<u8> {
-    keys::key(keys::IDENT, &format!("{}:{value}", kind.as_str()))
+    let kind = kind.as_str();
+    let mut k = Vec::with_capacity(2 + kind.len() + value.len());
+    k.push(keys::IDENT);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(value.as_bytes());
+    k
 }
 
 /// The records one event's history reads found (decoded), passed from
@@ -225,8 +231,8 @@ pub struct EventReads {
     commits: Option<u64>,
     listing: Option<Option<ListingRecord>>,
     seller: Option<Option<SellerRecord>>,
-    /// One per identifier of the analysis, in its order: its key and record.
-    idents: Option<Vec<(Vec<u8>, Option<IdentRecord>)>>,
+    /// One per identifier of the analysis, in its order.
+    idents: Option<Vec<Option<IdentRecord>>>,
     /// One per band of the analysis, in its order (read only where bands
     /// are not resident: there they stay decoded, see
     /// [`overlay::Overlay::read_typed`]).
@@ -244,6 +250,8 @@ struct EventKeys {
     listing: Option<Vec<u8>>,
     seller: Option<Vec<u8>>,
     price: Option<Vec<u8>>,
+    /// One per identifier of the analysis, in its order.
+    idents: Option<smallvec::SmallVec<[Vec<u8>; 4]>>,
 }
 
 /// The key kept in `slot`, built there first if need be.
@@ -482,12 +490,14 @@ impl Store {
     ) -> Result<SellerSnapshot> {
         let now = ms(listing.created_at);
         let seller_key = key_in(&mut reads.keys.seller, keys::SELLER, &listing.seller_id);
-        let ident_keys: smallvec::SmallVec<[Vec<u8>; 4]> = analysis
-            .facts
-            .idents
-            .iter()
-            .map(|i| ident_key(i.kind, &i.value))
-            .collect();
+        let ident_keys = reads.keys.idents.get_or_insert_with(|| {
+            analysis
+                .facts
+                .idents
+                .iter()
+                .map(|i| ident_key(i.kind, &i.value))
+                .collect()
+        });
         let price_key = (listing.price > 0)
             .then(|| key_in(&mut reads.keys.price, keys::PRICE, &analysis.product_key));
         // Resident records asked for together: their cache misses overlap
@@ -563,7 +573,7 @@ impl Store {
                 fraud_sellers: rec.fraud_sellers.len() as u32,
             });
         }
-        reads.idents = Some(ident_keys.into_iter().zip(idents).collect());
+        reads.idents = Some(idents);
         snap.duplicate_text_sellers =
             self.overlay
                 .read_bands(&analysis.bands, &mut reads.bands, |recs| {
@@ -722,12 +732,12 @@ impl Store {
         if listing.event != EventKind::Deleted {
             // Identifier index.
             let mut read_idents = reads.idents.unwrap_or_default().into_iter();
+            let mut ident_keys = reads.keys.idents.take().unwrap_or_default().into_iter();
             for ident in &analysis.facts.idents {
-                let (k, read) = match read_idents.next() {
-                    Some((k, rec)) => (k, Some(rec)),
-                    None => (ident_key(ident.kind, &ident.value), None),
-                };
-                let mut rec: IdentRecord = tx.reuse(&k, read)?.unwrap_or_default();
+                let k = ident_keys
+                    .next()
+                    .unwrap_or_else(|| ident_key(ident.kind, &ident.value));
+                let mut rec: IdentRecord = tx.reuse(&k, read_idents.next())?.unwrap_or_default();
                 rec.touch(&listing.seller_id, now);
                 tx.put(k, encode_value(&rec));
             }

@@ -260,6 +260,12 @@ fn prefetch<T>(items: &[T]) {
     }
 }
 
+/// Whether `key` is in a resident keyspace (`prefixes[b]`: keys starting
+/// with byte `b` are).
+fn holds(prefixes: &[bool; 256], key: &[u8]) -> bool {
+    key.first().is_some_and(|&b| prefixes[b as usize])
+}
+
 /// The band id of a band key (`b` and 8 big-endian bytes).
 fn band_id(key: &[u8]) -> Option<u64> {
     match key {
@@ -464,7 +470,7 @@ impl Resident {
     }
 
     fn holds(&self, key: &[u8]) -> bool {
-        key.first().is_some_and(|&b| self.prefixes[b as usize])
+        holds(&self.prefixes, key)
     }
 
     fn set(&mut self, key: &[u8], value: &Option<IVec>) {
@@ -1458,9 +1464,7 @@ impl Held {
     /// held (all of it at once while nothing is resident).
     fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
-        let holds = |k: &[u8]| {
-            resident.is_some_and(|prefixes| k.first().is_some_and(|&b| prefixes[b as usize]))
-        };
+        let holds = |k: &[u8]| resident.is_some_and(|prefixes| holds(&prefixes, k));
         let whole = match resident {
             None => {
                 apply(&shared.db, wal, epoch, &writes)?;

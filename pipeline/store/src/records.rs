@@ -342,6 +342,9 @@ pub struct BandRecord {
     pub sellers: BandSellers,
 }
 
+/// The newest sellers a text band keeps.
+pub const BAND_SELLERS: usize = 32;
+
 /// A band's (seller hash, last time) entries: most bands have one seller,
 /// held inline (the resident band index keeps millions of them).
 pub type BandSellers = smallvec::SmallVec<[(u64, i64); 1]>;
@@ -355,13 +358,13 @@ impl BandRecord {
     pub fn touch_sellers(sellers: &mut BandSellers, seller: u64, t: i64) {
         if let Some(e) = sellers.iter_mut().find(|(s, _)| *s == seller) {
             e.1 = e.1.max(t);
-        } else if sellers.len() == 32 && sellers.windows(2).all(|w| w[0].1 >= w[1].1) {
+        } else if sellers.len() == BAND_SELLERS && sellers.windows(2).all(|w| w[0].1 >= w[1].1) {
             // A full band in order (as the last overflow left it): the new
             // entry goes after every entry as new as it is, the oldest one
             // goes out — what the sort below gives, without moving the
             // new entry (usually the newest) one place at a time.
             let at = sellers.partition_point(|e| e.1 >= t);
-            if at < 32 {
+            if at < BAND_SELLERS {
                 sellers.pop();
                 sellers.insert(at, (seller, t));
             }
@@ -369,7 +372,7 @@ impl BandRecord {
         } else {
             sellers.push((seller, t));
         }
-        if sellers.len() > 32 {
+        if sellers.len() > BAND_SELLERS {
             // Newest first, stable: by insertion, as the entries are nearly
             // in that order already (sorted at the last overflow, then only
             // one appended or moved); a stable sort's result is unique, so
@@ -382,7 +385,7 @@ impl BandRecord {
                     j -= 1;
                 }
             }
-            sellers.truncate(32);
+            sellers.truncate(BAND_SELLERS);
         }
     }
 }

@@ -132,10 +132,7 @@ pub(crate) fn open_case(
     let mut linked: Vec<String> = Vec::new();
     let mut identifiers = Vec::new();
     for ident in &analysis.facts.idents {
-        let ik = keys::key(
-            keys::IDENT,
-            &format!("{}:{}", ident.kind.as_str(), ident.value),
-        );
+        let ik = crate::ident_key(ident.kind, &ident.value);
         identifiers.push(format!("{}:{}", ident.kind.as_str(), ident.value));
         if let Some(rec) = decode::<crate::records::IdentRecord>(&ik, tx.get(&ik)?)? {
             for (s, _) in rec.sellers {
