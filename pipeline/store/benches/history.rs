@@ -114,7 +114,7 @@ fn cycles(c: &mut Criterion, resident_history: bool) {
     let mut state: Option<Setup> = None;
     let mut n = 0usize;
     // Where the measured thread's time goes, from the first cycle on.
-    let mut started: Option<(std::time::Instant, std::time::Duration)> = None;
+    let mut started: Option<(std::time::Instant, std::time::Duration, std::time::Duration)> = None;
     let mut flushing = std::time::Duration::ZERO;
     g.bench_function(name, |b| {
         let Setup {
@@ -124,7 +124,7 @@ fn cycles(c: &mut Criterion, resident_history: bool) {
             analyses,
             ..
         } = state.get_or_insert_with(|| setup(resident_history));
-        started.get_or_insert_with(|| (std::time::Instant::now(), thread_cpu()));
+        started.get_or_insert_with(|| (std::time::Instant::now(), thread_cpu(), process_cpu()));
         // The cycle's input (a pool listing under another seller and a new
         // listing id) is built outside the timed routine: it is not part of
         // a history cycle.
@@ -168,9 +168,10 @@ fn cycles(c: &mut Criterion, resident_history: bool) {
         )
     });
     g.finish();
-    if let Some((t0, cpu0)) = started {
+    if let Some((t0, cpu0, all0)) = started {
         let wall = t0.elapsed();
         let cpu = thread_cpu().saturating_sub(cpu0);
+        let others = process_cpu().saturating_sub(all0).saturating_sub(cpu);
         eprintln!(
             "measured thread over {n} cycles (building their inputs included): {:.1} µs CPU per \
              cycle, on the CPU {:.0}% of {:.1} s, flushes {:.0}% of it (the rest waits for the \
@@ -179,6 +180,10 @@ fn cycles(c: &mut Criterion, resident_history: bool) {
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
             wall.as_secs_f64(),
             100.0 * flushing.as_secs_f64() / wall.as_secs_f64(),
+        );
+        eprintln!(
+            "the other threads (the store's applier, image merges, sled's): {:.1} µs CPU per cycle",
+            others.as_secs_f64() * 1e6 / n.max(1) as f64,
         );
     }
     if let Some(Setup { store, .. }) = &state {
@@ -193,7 +198,16 @@ fn cycles(c: &mut Criterion, resident_history: bool) {
 /// CPU time of the calling thread (user + system), from
 /// /proc/thread-self/stat (clock ticks of 10 ms: fine over seconds).
 fn thread_cpu() -> std::time::Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    cpu_of("/proc/thread-self/stat")
+}
+
+/// CPU time of the whole process, threads gone included.
+fn process_cpu() -> std::time::Duration {
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(path: &str) -> std::time::Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces), from field 3.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
