@@ -25,7 +25,7 @@
 use crate::overlay::{io, remove_file as remove, sync_dir};
 use crate::{Result, StoreError};
 use sled::IVec;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"HAECHII1";
@@ -153,63 +153,77 @@ pub(crate) fn bytes(dir: &Path) -> u64 {
     })
 }
 
-/// A file being written: entries go through a checksum into a buffer.
+/// A file being written: entries are gathered in a buffer, which goes
+/// through the checksum into the file a megabyte at a time (a checksum
+/// update per field — five per entry — was most of a checkpoint's and a
+/// merge's writing).
 struct Writer {
-    out: BufWriter<std::fs::File>,
+    file: std::fs::File,
+    buf: Vec<u8>,
     crc: crc32fast::Hasher,
     count: u64,
     tmp: PathBuf,
 }
 
+/// Bytes gathered before a [`Writer`] writes them, or read at once by
+/// [`Entries`].
+const CHUNK: usize = 1 << 20;
+
 impl Writer {
     fn create(tmp: PathBuf, epoch: u64) -> Result<Writer> {
-        let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-        let mut w = Writer {
-            out: BufWriter::with_capacity(1 << 20, f),
+        let file = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+        let mut buf = Vec::with_capacity(CHUNK + 64);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&epoch.to_le_bytes());
+        Ok(Writer {
+            file,
+            buf,
             crc: crc32fast::Hasher::new(),
             count: 0,
             tmp,
-        };
-        w.bytes(MAGIC)?;
-        w.bytes(&epoch.to_le_bytes())?;
-        Ok(w)
+        })
     }
 
-    fn bytes(&mut self, b: &[u8]) -> Result<()> {
-        self.crc.update(b);
-        self.out
-            .write_all(b)
-            .map_err(|e| io("writing", &self.tmp, e))
+    /// The gathered bytes through the checksum into the file.
+    fn spill(&mut self) -> Result<()> {
+        self.crc.update(&self.buf);
+        let written = self.file.write_all(&self.buf);
+        self.buf.clear();
+        written.map_err(|e| io("writing", &self.tmp, e))
     }
 
     fn entry(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         let len = |n: usize| u32::try_from(n).map(u32::to_le_bytes);
         let too_long = |_| StoreError::Wal("a history record longer than 4 GiB".into());
-        self.bytes(&[if value.is_some() { PUT } else { REMOVE }])?;
-        self.bytes(&len(key.len()).map_err(too_long)?)?;
-        self.bytes(key)?;
+        let key_len = len(key.len()).map_err(too_long)?;
+        self.buf.push(if value.is_some() { PUT } else { REMOVE });
+        self.buf.extend_from_slice(&key_len);
+        self.buf.extend_from_slice(key);
         if let Some(v) = value {
-            self.bytes(&len(v.len()).map_err(too_long)?)?;
-            self.bytes(v)?;
+            self.buf.extend_from_slice(&len(v.len()).map_err(too_long)?);
+            self.buf.extend_from_slice(v);
         }
         self.count += 1;
+        if self.buf.len() >= CHUNK {
+            self.spill()?;
+        }
         Ok(())
     }
 
     /// Ends the file, syncs it and gives it its name (then syncs the
     /// directory): from here it is whole.
     fn finish(mut self, done: &Path) -> Result<()> {
-        self.bytes(&[END])?;
-        self.bytes(&self.count.to_le_bytes())?;
+        self.buf.push(END);
+        self.buf.extend_from_slice(&self.count.to_le_bytes());
+        self.crc.update(&self.buf);
         let crc = self.crc.clone().finalize();
-        self.out
-            .write_all(&crc.to_le_bytes())
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.file
+            .write_all(&self.buf)
             .map_err(|e| io("writing", &self.tmp, e))?;
-        let f = self
-            .out
-            .into_inner()
-            .map_err(|e| io("writing", &self.tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| io("syncing", &self.tmp, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io("syncing", &self.tmp, e))?;
         std::fs::rename(&self.tmp, done).map_err(|e| io("renaming", &self.tmp, e))?;
         let dir = done.parent().unwrap_or(Path::new("."));
         sync_dir(dir)
@@ -236,13 +250,20 @@ pub(crate) fn write<'a>(
     w.finish(&file(dir, kind, epoch, "img"))
 }
 
-/// Reads a file's entries in order, checking the checksum at its end.
+/// Reads a file's entries in order, checking the checksum at its end. The
+/// file is read a megabyte at a time, and the checksum taken over what is
+/// read in one go per megabyte (not per field).
 pub(crate) struct Entries {
-    r: BufReader<std::fs::File>,
+    file: std::fs::File,
+    /// Bytes read from the file: `buf[pos..]` are not parsed yet,
+    /// `buf[summed..pos]` are parsed but not yet in the checksum.
+    buf: Vec<u8>,
+    pos: usize,
+    summed: usize,
     crc: crc32fast::Hasher,
     read: u64,
-    /// Bytes of the file not read yet (a damaged length must not make us
-    /// allocate more than the file holds).
+    /// Bytes of the file not read into `buf` yet (a damaged length must
+    /// not make us allocate more than the file holds).
     left: u64,
     path: PathBuf,
     pub epoch: u64,
@@ -251,10 +272,13 @@ pub(crate) struct Entries {
 
 impl Entries {
     pub(crate) fn open(path: &Path) -> Result<Entries> {
-        let f = std::fs::File::open(path).map_err(|e| io("opening", path, e))?;
-        let left = f.metadata().map_err(|e| io("reading", path, e))?.len();
+        let file = std::fs::File::open(path).map_err(|e| io("opening", path, e))?;
+        let left = file.metadata().map_err(|e| io("reading", path, e))?.len();
         let mut e = Entries {
-            r: BufReader::with_capacity(1 << 20, f),
+            file,
+            buf: Vec::new(),
+            pos: 0,
+            summed: 0,
             crc: crc32fast::Hasher::new(),
             read: 0,
             left,
@@ -262,40 +286,61 @@ impl Entries {
             epoch: 0,
             done: false,
         };
-        let mut magic = [0u8; 8];
-        e.exact(&mut magic)?;
-        if &magic != MAGIC {
+        if e.take(MAGIC.len())? != MAGIC {
             return Err(corrupt(path, "not a haechi history image file"));
         }
         e.epoch = e.u64()?;
         Ok(e)
     }
 
-    fn exact(&mut self, buf: &mut [u8]) -> Result<()> {
-        if buf.len() as u64 > self.left {
+    /// The next `n` bytes (read from the file when the buffer holds fewer).
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        if self.buf.len() - self.pos < n {
+            self.fill(n)?;
+        }
+        let at = self.pos;
+        self.pos += n;
+        Ok(&self.buf[at..at + n])
+    }
+
+    /// Makes the buffer hold at least `n` unparsed bytes: the parsed ones
+    /// go into the checksum and out of the buffer, then a megabyte (or `n`)
+    /// more is read.
+    fn fill(&mut self, n: usize) -> Result<()> {
+        let unparsed = self.buf.len() - self.pos;
+        let want = (n - unparsed).max(CHUNK) as u64;
+        let more = want.min(self.left);
+        if (unparsed as u64) + more < n as u64 {
             return Err(corrupt(&self.path, "truncated"));
         }
-        self.left -= buf.len() as u64;
-        self.r.read_exact(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => corrupt(&self.path, "truncated"),
-            _ => io("reading", &self.path, e),
-        })?;
-        self.crc.update(buf);
+        self.crc.update(&self.buf[self.summed..self.pos]);
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        self.summed = 0;
+        let at = self.buf.len();
+        // `more` is at most `n` or a megabyte (or what the file has left).
+        let more = usize::try_from(more).unwrap_or(usize::MAX);
+        self.buf.resize(at + more, 0);
+        self.file
+            .read_exact(&mut self.buf[at..])
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => corrupt(&self.path, "truncated"),
+                _ => io("reading", &self.path, e),
+            })?;
+        self.left -= more as u64;
         Ok(())
     }
 
     fn u64(&mut self) -> Result<u64> {
-        let mut b = [0u8; 8];
-        self.exact(&mut b)?;
-        Ok(u64::from_le_bytes(b))
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     }
 
-    fn chunk(&mut self) -> Result<Vec<u8>> {
-        let mut b = [0u8; 4];
-        self.exact(&mut b)?;
-        let mut v = vec![0u8; u32::from_le_bytes(b) as usize];
-        self.exact(&mut v)?;
-        Ok(v)
+    /// A length-prefixed field.
+    fn chunk(&mut self) -> Result<&[u8]> {
+        let b = self.take(4)?;
+        let n = u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize;
+        self.take(n)
     }
 
     /// The next entry (`None` value: removed); `None` at the end, once the
@@ -305,32 +350,32 @@ impl Entries {
         if self.done {
             return Ok(None);
         }
-        let mut tag = [0u8; 1];
-        self.exact(&mut tag)?;
-        match tag[0] {
+        let tag = self.take(1)?[0];
+        match tag {
             PUT => {
-                let k = self.chunk()?;
-                let v = self.chunk()?;
+                let k = self.chunk()?.to_vec();
+                let v = IVec::from(self.chunk()?);
                 self.read += 1;
-                Ok(Some((k, Some(IVec::from(v)))))
+                Ok(Some((k, Some(v))))
             }
             REMOVE => {
-                let k = self.chunk()?;
+                let k = self.chunk()?.to_vec();
                 self.read += 1;
                 Ok(Some((k, None)))
             }
             END => {
                 let count = self.u64()?;
+                self.crc.update(&self.buf[self.summed..self.pos]);
+                self.summed = self.pos;
                 let want = self.crc.clone().finalize();
-                let mut b = [0u8; 4];
-                self.exact(&mut b)?;
-                if u32::from_le_bytes(b) != want {
+                let b = self.take(4)?;
+                if u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) != want {
                     return Err(corrupt(&self.path, "checksum mismatch"));
                 }
                 if count != self.read {
                     return Err(corrupt(&self.path, "entry count mismatch"));
                 }
-                if self.left != 0 {
+                if self.left != 0 || self.pos != self.buf.len() {
                     return Err(corrupt(&self.path, "bytes after the end"));
                 }
                 self.done = true;
@@ -396,19 +441,30 @@ pub(crate) fn merge(dir: &Path) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let mut w = Writer::create(file(dir, "base", through, "tmp"), through)?;
-    // The smallest key among the heads; the newest file holding it wins.
-    while let Some(key) = heads.iter().flatten().map(|(k, _)| k).min().cloned() {
-        let mut winner: Option<Option<IVec>> = None;
-        for i in 0..heads.len() {
-            if heads[i].as_ref().is_some_and(|(k, _)| *k == key) {
-                if let Some((_, v)) = heads[i].take() {
-                    winner = Some(v);
+    // The smallest key among the heads; the newest file holding it wins
+    // (the files holding it found first, so that the key is not copied).
+    let mut holding: Vec<usize> = Vec::with_capacity(heads.len());
+    loop {
+        holding.clear();
+        let mut min: Option<&[u8]> = None;
+        for (i, head) in heads.iter().enumerate() {
+            let Some((k, _)) = head else { continue };
+            match min.map(|m| k.as_slice().cmp(m)) {
+                Some(std::cmp::Ordering::Greater) => {}
+                Some(std::cmp::Ordering::Equal) => holding.push(i),
+                _ => {
+                    min = Some(k);
+                    holding.clear();
+                    holding.push(i);
                 }
-                heads[i] = readers[i].next_entry()?;
             }
         }
-        if let Some(Some(v)) = winner {
-            w.entry(&key, Some(&v))?;
+        let Some(&newest) = holding.last() else { break };
+        if let Some((key, Some(v))) = &heads[newest] {
+            w.entry(key, Some(v))?;
+        }
+        for &i in &holding {
+            heads[i] = readers[i].next_entry()?;
         }
     }
     w.finish(&file(dir, "base", through, "img"))?;
@@ -544,6 +600,49 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn files_of_several_megabytes_read_back_across_their_chunks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // Small entries past three chunks, a value bigger than a chunk in
+        // the middle, removals among them.
+        let mut want: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..60_000u32)
+            .map(|i| {
+                let k = format!("k{i:06}").into_bytes();
+                let v = (i % 7 != 3).then(|| vec![(i % 251) as u8; (i % 97) as usize]);
+                (k, v)
+            })
+            .collect();
+        want[30_000].1 = Some((0..CHUNK + CHUNK / 2).map(|i| (i % 253) as u8).collect());
+        write_entries(dir, true, 4, &want);
+        let path = file(dir, "delta", 4, "img");
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(len > 3 * CHUNK, "{len} bytes");
+        let got = read_all(&path).unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((gk, gv), (wk, wv)) in got.iter().zip(&want) {
+            assert_eq!(gk, wk);
+            assert_eq!(
+                gv.as_deref(),
+                wv.as_deref(),
+                "{}",
+                String::from_utf8_lossy(wk)
+            );
+        }
+        // Damage past the first chunk, and a cut at a chunk's edge.
+        let good = std::fs::read(&path).unwrap();
+        for i in [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7, len - 5] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(read_all(&path).is_err(), "byte {i} flipped went unnoticed");
+        }
+        for n in [CHUNK, CHUNK + 3, len - 1] {
+            std::fs::write(&path, &good[..n]).unwrap();
+            assert!(read_all(&path).is_err(), "cut at {n} went unnoticed");
+        }
     }
 
     #[test]
