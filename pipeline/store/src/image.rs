@@ -255,11 +255,10 @@ pub(crate) fn write<'a>(
 /// read in one go per megabyte (not per field).
 pub(crate) struct Entries {
     file: std::fs::File,
-    /// Bytes read from the file: `buf[pos..]` are not parsed yet,
-    /// `buf[summed..pos]` are parsed but not yet in the checksum.
+    /// Bytes read from the file and not yet in the checksum: `buf[..pos]`
+    /// are parsed, `buf[pos..]` not yet.
     buf: Vec<u8>,
     pos: usize,
-    summed: usize,
     crc: crc32fast::Hasher,
     read: u64,
     /// Bytes of the file not read into `buf` yet (a damaged length must
@@ -278,7 +277,6 @@ impl Entries {
             file,
             buf: Vec::new(),
             pos: 0,
-            summed: 0,
             crc: crc32fast::Hasher::new(),
             read: 0,
             left,
@@ -313,10 +311,9 @@ impl Entries {
         if (unparsed as u64) + more < n as u64 {
             return Err(corrupt(&self.path, "truncated"));
         }
-        self.crc.update(&self.buf[self.summed..self.pos]);
+        self.crc.update(&self.buf[..self.pos]);
         self.buf.drain(..self.pos);
         self.pos = 0;
-        self.summed = 0;
         let at = self.buf.len();
         // `more` is at most `n` or a megabyte (or what the file has left).
         let more = usize::try_from(more).unwrap_or(usize::MAX);
@@ -365,9 +362,10 @@ impl Entries {
             }
             END => {
                 let count = self.u64()?;
-                self.crc.update(&self.buf[self.summed..self.pos]);
-                self.summed = self.pos;
-                let want = self.crc.clone().finalize();
+                // Everything before the checksum field.
+                let mut crc = self.crc.clone();
+                crc.update(&self.buf[..self.pos]);
+                let want = crc.finalize();
                 let b = self.take(4)?;
                 if u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) != want {
                     return Err(corrupt(&self.path, "checksum mismatch"));
