@@ -19,45 +19,30 @@ import zlib
 from collections import Counter
 
 
+def field(b, off):
+    """A u32-length-prefixed field at `off`: (bytes, offset after it)."""
+    (n,) = struct.unpack_from("<I", b, off)
+    return b[off + 4 : off + 4 + n], off + 4 + n
+
+
 def entries_log(b):
-    """(key, value or None) of a HAECHIW1 log file."""
-    n = struct.unpack_from("<Q", b, 16)[0]
+    """(key, value or None) of a HAECHIW1 log file: key, tag, value."""
     off = 24
-    for _ in range(n):
-        (kl,) = struct.unpack_from("<I", b, off)
-        off += 4
-        k = b[off : off + kl]
-        off += kl
-        tag = b[off]
-        off += 1
-        if tag:
-            (vl,) = struct.unpack_from("<I", b, off)
-            off += 4
-            yield k, b[off : off + vl]
-            off += vl
-        else:
-            yield k, None
+    for _ in range(struct.unpack_from("<Q", b, 16)[0]):
+        k, off = field(b, off)
+        tag, off = b[off], off + 1
+        v, off = field(b, off) if tag else (None, off)
+        yield k, v
 
 
 def entries_image(b):
-    """(key, value or None) of a HAECHII1 image file."""
+    """(key, value or None) of a HAECHII1 image file: tag, key, value."""
     off = 16
-    while True:
-        tag = b[off]
-        off += 1
-        if tag == 2:
-            return
-        (kl,) = struct.unpack_from("<I", b, off)
-        off += 4
-        k = b[off : off + kl]
-        off += kl
-        if tag == 1:
-            (vl,) = struct.unpack_from("<I", b, off)
-            off += 4
-            yield k, b[off : off + vl]
-            off += vl
-        else:
-            yield k, None
+    while b[off] != 2:
+        tag, off = b[off], off + 1
+        k, off = field(b, off)
+        v, off = field(b, off) if tag == 1 else (None, off)
+        yield k, v
 
 
 def main(paths):
