@@ -678,18 +678,15 @@ impl Inner {
     }
 
     /// Applied writes join the read cache (resident ones are already
-    /// where reads find them); their table is kept for a next layer.
-    fn applied(&mut self, mut writes: Map) {
+    /// where reads find them).
+    fn applied(&mut self, writes: impl ExactSizeIterator<Item = (Vec<u8>, Option<IVec>)>) {
         if self.cache.len() + writes.len() > CACHE_CAP {
             self.cache.clear();
         }
         match &self.resident {
-            Some(r) => self
-                .cache
-                .extend(writes.drain().filter(|(k, _)| !r.holds(k))),
-            None => self.cache.extend(writes.drain()),
+            Some(r) => self.cache.extend(writes.filter(|(k, _)| !r.holds(k))),
+            None => self.cache.extend(writes),
         }
-        self.spare = Some(writes);
     }
 
     /// Whether anything committed is not flushed or sealed yet (touched
@@ -1504,10 +1501,13 @@ impl Held {
                     others.push((k, v));
                 }
             }
-            done.extend(others);
             inner = lock(&shared.inner);
+            inner.applied(others.into_iter());
+        } else {
+            inner.applied(done.drain());
         }
-        inner.applied(done);
+        // The layer's emptied table, for a next layer.
+        inner.spare = Some(done);
         drop(inner);
         shared.applied.notify_all();
         Ok(())
