@@ -41,6 +41,7 @@ use sled::IVec;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 
 /// Past this many cached reads, the read cache is dropped and refilled.
@@ -75,6 +76,11 @@ enum Job {
         epoch: u64,
         writes: Arc<Map>,
         logged: bool,
+        /// The layer ends at a cut: with the band records it encoded (see
+        /// [`Bands`]).
+        cut: Option<CutRecords>,
+        /// Bands changed since the last cut, after this layer.
+        uncut_bands: usize,
     },
     /// Someone waits for every batch up to this epoch to be wholly in the
     /// store ([`Overlay::settle`]): what is held back goes to the image now.
@@ -94,6 +100,12 @@ struct Inner {
     /// Older pending writes set apart by [`Overlay::seal`], to be flushed
     /// on their own (the Kafka loop judges the next batch meanwhile).
     sealed: Option<Map>,
+    /// Whether the sealed layer ends at a cut, with the cut's records (see
+    /// [`Bands`]).
+    sealed_cut: Option<CutRecords>,
+    /// The last layer flushed does not end at a cut: a checkpoint cannot
+    /// reach it before another flush (see [`Overlay::settle`]).
+    uncut: bool,
     /// Flushed (durable in the log), being applied to sled, oldest first.
     applying: VecDeque<(u64, Arc<Map>)>,
     /// Read from (or applied to) sled.
@@ -228,14 +240,39 @@ struct Resident {
 /// dropping them (BENCHMARKS.md, 13th session). Here a band is its 64-bit
 /// id and its sellers, inline when there is one; a change is a (band,
 /// seller, time) touch. Outside, the keyspace looks like any other: its
-/// records are encoded ([`BandRecord`]) into the pending layer at
-/// [`Inner::materialize`], and bytes written under a band key (recovery,
-/// compaction, the image) are decoded into it.
+/// records reach the history image as [`BandRecord`]s, and bytes written
+/// under a band key (recovery, compaction, the image) are decoded into it.
+///
+/// Flushes log the TOUCHES, not the records: 24 bytes per touch (under the
+/// key [`TOUCHES`]) instead of a record of up to 32 sellers (~520 bytes)
+/// for every band a batch touched — two thirds of a log file's bytes, and
+/// their encoding a tenth of the history thread. Records are encoded only
+/// at a CUT: a flush at which every band changed since the previous cut is
+/// encoded (handed to the applier with the batch, not logged). The history
+/// image is checkpointed at cuts only, so the image holds each band as of
+/// an epoch, and the log files after it hold the touches that follow;
+/// recovery replays those in order. A flush is a cut when the applier asks
+/// for one (a checkpoint is due) and at every [`Overlay::flush`].
 #[derive(Debug, Default)]
 struct Bands {
     map: HashMap<u64, BandSlot, foldhash::fast::RandomState>,
-    /// Bands touched since the last [`Inner::materialize`] (each once).
+    /// Bands touched since the last cut (each once): the next cut encodes
+    /// them.
     dirty: Vec<u64>,
+    /// The touches since the last [`Inner::materialize`], [`TOUCH_BYTES`]
+    /// each, in commit order.
+    log: Vec<u8>,
+    /// The generation of [`Inner::materialize`]: a slot touched in this
+    /// one has it (see `fresh`).
+    generation: u32,
+    /// Bands touched since the last [`Inner::materialize`] (each once):
+    /// what [`Overlay::pending`] counts for them.
+    fresh: usize,
+    /// Bands written whole (a put, a removal) since the last
+    /// [`Inner::materialize`], when their touches are logged: their
+    /// records go into the log instead of their touches (see
+    /// [`Inner::materialize`]).
+    written: Vec<u64>,
     /// Band keys whose bytes did not decode: kept as bytes in
     /// [`Resident::map`] (a read of one reports the damage).
     damaged: usize,
@@ -244,9 +281,38 @@ struct Bands {
 #[derive(Debug)]
 struct BandSlot {
     sellers: BandSellers,
-    /// Touched since last encoded (listed in [`Bands::dirty`]).
+    /// Touched since the last cut (listed in [`Bands::dirty`]).
     dirty: bool,
+    /// The [`Bands::generation`] it was last touched in.
+    generation: u32,
 }
+
+/// The key under which a batch logs its band touches: the band prefix
+/// alone (band keys are 9 bytes; this one is never a record, nor resident
+/// data: the applier and recovery read it as touches).
+const TOUCHES: &[u8] = &[keys::BAND];
+
+/// One logged touch: band id, seller hash, time (little-endian).
+const TOUCH_BYTES: usize = 24;
+
+/// The touches logged in `bytes`: (band, seller, time).
+fn touches_of(bytes: &[u8]) -> impl Iterator<Item = (u64, u64, i64)> + '_ {
+    bytes.chunks_exact(TOUCH_BYTES).map(|c| {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&c[i..i + 8]);
+            w
+        };
+        (
+            u64::from_le_bytes(word(0)),
+            u64::from_le_bytes(word(8)),
+            i64::from_le_bytes(word(16)),
+        )
+    })
+}
+
+/// Band records a cut encoded, for the checkpoint (see [`Bands`]).
+type CutRecords = Vec<(Vec<u8>, Option<IVec>)>;
 
 /// A text band's (seller hash, last time) entries, if it has a record.
 pub type BandView<'a> = Option<&'a [(u64, i64)]>;
@@ -439,20 +505,33 @@ impl Resident {
         Some(&b.sellers)
     }
 
-    /// [`BandRecord::touch`] of band `id` in place; it is then dirty
-    /// (unless `clean`: the caller puts its bytes in the pending layer).
+    /// [`BandRecord::touch`] of band `id` in place; it is then dirty and
+    /// the touch logged (unless `clean`: the caller puts the band's bytes in
+    /// the pending layer, or replays a log).
     fn touch_band(&mut self, id: u64, seller: u64, t: i64, clean: bool) {
         let Some(bands) = self.bands.as_mut() else {
             return;
         };
+        let generation = bands.generation;
         let slot = bands.map.entry(id).or_insert_with(|| BandSlot {
             sellers: BandSellers::new(),
             dirty: false,
+            generation: generation.wrapping_sub(1),
         });
         BandRecord::touch_sellers(&mut slot.sellers, seller, t);
-        if !clean && !std::mem::replace(&mut slot.dirty, true) {
+        if clean {
+            return;
+        }
+        if slot.generation != generation {
+            slot.generation = generation;
+            bands.fresh += 1;
+        }
+        if !std::mem::replace(&mut slot.dirty, true) {
             bands.dirty.push(id);
         }
+        bands.log.extend_from_slice(&id.to_le_bytes());
+        bands.log.extend_from_slice(&seller.to_le_bytes());
+        bands.log.extend_from_slice(&t.to_le_bytes());
     }
 
     /// Damage in the band index's records read as `ids`, reported as
@@ -488,6 +567,7 @@ impl Resident {
                         BandSlot {
                             sellers: rec.sellers,
                             dirty: false,
+                            generation: bands.generation.wrapping_sub(1),
                         },
                     );
                     return;
@@ -584,6 +664,18 @@ struct Shared {
     /// Signalled when a batch becomes durable, and when the applier
     /// finishes (or fails) one.
     applied: Condvar,
+    /// Set by the applier when a checkpoint is due and the last batch it
+    /// holds does not end at a cut: the next flush makes one.
+    want_cut: AtomicBool,
+}
+
+/// A layer taken for a flush ([`Overlay::take_layer`]).
+struct Taken {
+    writes: Arc<Map>,
+    /// It ends at a cut, with the band records the cut encoded.
+    cut: Option<CutRecords>,
+    /// Bands changed since the last cut, after it.
+    uncut_bands: usize,
 }
 
 /// What a flush keeps from one to the next.
@@ -649,23 +741,70 @@ impl Inner {
         Ok(v)
     }
 
-    /// Puts the encoding of every record changed in place since the last
-    /// call into the pending layer (where a placeholder stood for it): before
-    /// that layer is flushed, sealed or scanned.
-    fn materialize(&mut self) {
+    /// Puts what changed in place since the last call into the pending
+    /// layer — the encoding of every record changed in place (where a
+    /// placeholder stood for it) and the band touches (see [`Bands`]) —
+    /// before that layer is flushed, sealed or scanned. At a `cut`, also
+    /// encodes every band changed since the last cut. Returns, when the
+    /// layer ends at a cut (no band changed since the last one is left
+    /// unencoded), the records the cut encoded (none when it was no cut).
+    fn materialize(&mut self, cut: bool) -> Option<CutRecords> {
         let Inner {
             resident, pending, ..
         } = self;
         let Some(r) = resident.as_mut() else {
-            return;
+            return Some(Vec::new());
         };
+        let mut records = Vec::new();
+        let mut at_cut = true;
+        let mut written = Vec::new();
         if let Some(bands) = r.bands.as_mut() {
-            for id in std::mem::take(&mut bands.dirty) {
-                if let Some(b) = bands.map.get_mut(&id).filter(|b| b.dirty) {
-                    b.dirty = false;
-                    pending.insert(band_key(id), Some(band_bytes(&b.sellers)));
+            bands.generation = bands.generation.wrapping_add(1);
+            bands.fresh = 0;
+            // The layer's touches, those a scan put there first.
+            let earlier = pending.remove(TOUCHES).flatten();
+            let mut log = match &earlier {
+                Some(before) => [before.as_ref(), &bands.log].concat(),
+                None => std::mem::take(&mut bands.log),
+            };
+            if !bands.written.is_empty() {
+                // Bands written whole after touches of this layer: the log
+                // replays a layer's records before its touches, so their
+                // records as they are now go in instead of their touches.
+                written = std::mem::take(&mut bands.written);
+                written.sort_unstable();
+                written.dedup();
+                log = touches_of(&log)
+                    .filter(|(id, _, _)| written.binary_search(id).is_err())
+                    .flat_map(|(id, seller, t)| {
+                        let mut c = [0u8; TOUCH_BYTES];
+                        c[..8].copy_from_slice(&id.to_le_bytes());
+                        c[8..16].copy_from_slice(&seller.to_le_bytes());
+                        c[16..].copy_from_slice(&t.to_le_bytes());
+                        c
+                    })
+                    .collect();
+            }
+            if !log.is_empty() {
+                pending.insert(TOUCHES.to_vec(), Some(IVec::from(log.as_slice())));
+            }
+            // (Its room kept for the next touches.)
+            log.clear();
+            bands.log = log;
+            if cut {
+                for id in std::mem::take(&mut bands.dirty) {
+                    if let Some(b) = bands.map.get_mut(&id).filter(|b| b.dirty) {
+                        b.dirty = false;
+                        records.push((band_key(id), Some(band_bytes(&b.sellers))));
+                    }
                 }
             }
+            at_cut = bands.dirty.is_empty();
+        }
+        for id in written {
+            let key = band_key(id);
+            let now = r.get(&key);
+            pending.insert(key, now);
         }
         for key in std::mem::take(&mut r.dirty) {
             let Some(slot) = r.map.get_mut(&key) else {
@@ -673,6 +812,22 @@ impl Inner {
             };
             if matches!(slot, Slot::Typed { dirty: true, .. }) {
                 pending.insert(key.to_vec(), Some(slot.encode_clean()));
+            }
+        }
+        at_cut.then_some(records)
+    }
+
+    /// A cut's records not flushed after all (the log file could not be
+    /// written): their bands are changed since the last cut again.
+    fn uncut(&mut self, records: &CutRecords) {
+        let Some(bands) = self.resident.as_mut().and_then(|r| r.bands.as_mut()) else {
+            return;
+        };
+        for id in records.iter().filter_map(|(k, _)| band_id(k)) {
+            if let Some(b) = bands.map.get_mut(&id) {
+                if !std::mem::replace(&mut b.dirty, true) {
+                    bands.dirty.push(id);
+                }
             }
         }
     }
@@ -689,18 +844,19 @@ impl Inner {
         }
     }
 
-    /// Whether anything committed is not flushed or sealed yet (touched
-    /// bands reach the pending layer at [`Inner::materialize`]).
+    /// Whether anything committed is not flushed or sealed yet (band
+    /// touches reach the pending layer at [`Inner::materialize`]).
     fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || self.dirty_bands() > 0
+        !self.pending.is_empty() || self.bands().is_some_and(|b| !b.log.is_empty())
     }
 
-    /// Bands touched since the last [`Inner::materialize`].
-    fn dirty_bands(&self) -> usize {
-        self.resident
-            .as_ref()
-            .and_then(|r| r.bands.as_ref())
-            .map_or(0, |b| b.dirty.len())
+    fn bands(&self) -> Option<&Bands> {
+        self.resident.as_ref().and_then(|r| r.bands.as_ref())
+    }
+
+    /// Bands changed since the last cut (see [`Bands`]).
+    fn uncut_bands(&self) -> usize {
+        self.bands().map_or(0, |b| b.dirty.len())
     }
 
     /// An empty table for the pending writes (the spare one if there is).
@@ -731,8 +887,11 @@ impl Overlay {
         prefixes: &[u8],
         checkpoint_keys: usize,
     ) -> Result<Overlay> {
-        let mut resident = load_image(&db, history, prefixes)?;
-        let applied = recover(&db, wal, history, resident.as_mut())?;
+        let (mut resident, image_epoch) = match load_image(&db, history, prefixes)? {
+            Some((r, epoch)) => (Some(r), epoch),
+            None => (None, 0),
+        };
+        let applied = recover(&db, wal, history, resident.as_mut(), image_epoch)?;
         let shared = Arc::new(Shared {
             db,
             history: history.to_path_buf(),
@@ -746,6 +905,7 @@ impl Overlay {
                 ..Inner::default()
             }),
             applied: Condvar::new(),
+            want_cut: AtomicBool::new(false),
         });
         let (jobs, rx) = mpsc::channel::<Job>();
         let applier = {
@@ -1044,8 +1204,10 @@ impl Overlay {
     /// image (everything flushed is applied: see [`Overlay::track_keys`]).
     fn history_into_sled(&self, inner: &mut Inner) -> Result<()> {
         // Records changed in place become bytes in the pending layer (which
-        // now goes to sled whole).
-        inner.materialize();
+        // now goes to sled whole); band touches have no place there (the
+        // records below hold their effects).
+        inner.materialize(false);
+        inner.pending.remove(TOUCHES);
         let Some(r) = inner.resident.take() else {
             return Ok(());
         };
@@ -1066,10 +1228,12 @@ impl Overlay {
         Ok(())
     }
 
-    /// Number of pending writes.
+    /// Number of pending writes (a band touched counts once).
     pub fn pending(&self) -> usize {
         let inner = self.inner();
-        inner.pending.len() + inner.dirty_bands() + inner.sealed.as_ref().map_or(0, HashMap::len)
+        inner.pending.len()
+            + inner.bands().map_or(0, |b| b.fresh)
+            + inner.sealed.as_ref().map_or(0, HashMap::len)
     }
 
     /// Sets the pending writes apart, for [`Overlay::flush_sealed`]; writes
@@ -1080,9 +1244,11 @@ impl Overlay {
             self.flush_sealed()?;
         }
         let mut inner = self.inner();
-        inner.materialize();
+        // (Not a cut: those come with flushes of the pending writes.)
+        let cut = inner.materialize(false);
         if !inner.pending.is_empty() {
             let fresh = inner.fresh_layer();
+            inner.sealed_cut = cut;
             inner.sealed = Some(std::mem::replace(&mut inner.pending, fresh));
             // The sealed layer is flushed as the epoch pending had.
             inner.pending_epoch += 1;
@@ -1110,19 +1276,38 @@ impl Overlay {
             self.wait_logged(e)?;
         }
         let Flushing { epoch, buf, .. } = &mut *flushing;
-        let Some(writes) = self.take_layer(sealed, *epoch)? else {
+        // (The pending writes' flush is a cut: see `Bands`.)
+        let Some(Taken {
+            writes,
+            cut,
+            uncut_bands,
+        }) = self.take_layer(sealed, *epoch, true)?
+        else {
             return Ok(());
         };
         if let Err(e) = write_wal(&self.wal, *epoch, &writes, buf) {
             // Not durable: back where they were (writes made since win).
             let mut inner = self.inner();
             inner.applying.pop_back();
+            inner.uncut = true;
+            if let Some(records) = &cut {
+                inner.uncut(records);
+            }
             if sealed {
                 inner.sealed = Some(Arc::unwrap_or_clone(writes));
+                inner.sealed_cut = cut;
             } else {
                 inner.pending_epoch = *epoch;
                 for (k, v) in writes.iter() {
-                    inner.pending.entry(k.clone()).or_insert_with(|| v.clone());
+                    match (inner.pending.get_mut(k), v) {
+                        // Touches logged since go after these.
+                        (Some(Some(since)), Some(before)) if k == TOUCHES => {
+                            *since = IVec::from([before.as_ref(), since.as_ref()].concat());
+                        }
+                        _ => {
+                            inner.pending.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
                 }
             }
             return Err(e);
@@ -1132,6 +1317,8 @@ impl Overlay {
             epoch: *epoch,
             writes,
             logged: true,
+            cut,
+            uncut_bands,
         };
         *epoch += 1;
         self.send(batch)
@@ -1164,13 +1351,20 @@ impl Overlay {
         }
         let mut flushing = lock(&self.flushing);
         let epoch = flushing.epoch;
-        let Some(writes) = self.take_layer(false, epoch)? else {
+        let Some(Taken {
+            writes,
+            cut,
+            uncut_bands,
+        }) = self.take_layer(false, epoch, false)?
+        else {
             return Ok(());
         };
         self.send(Job::Batch {
             epoch,
             writes,
             logged: false,
+            cut,
+            uncut_bands,
         })?;
         flushing.behind = Some(epoch);
         flushing.epoch += 1;
@@ -1179,33 +1373,48 @@ impl Overlay {
 
     /// The sealed layer, or the pending writes, as batch `epoch`: readable
     /// among the batches being applied (None: nothing to flush). Waits while
-    /// the applier has `MAX_APPLYING` batches.
-    fn take_layer(&self, sealed: bool, epoch: u64) -> Result<Option<Arc<Map>>> {
+    /// the applier has `MAX_APPLYING` batches. The pending writes' layer is
+    /// a cut (see [`Bands`]) when `cut` or when the applier asked for one.
+    fn take_layer(&self, sealed: bool, epoch: u64, cut: bool) -> Result<Option<Taken>> {
         let mut inner = self.inner();
         inner.check()?;
+        // (A cut is something to flush when bands changed since the last
+        // one, or when the last batch flushed does not end at one.)
+        let wants_cut = |inner: &Inner| {
+            (cut || self.shared.want_cut.load(Ordering::SeqCst))
+                && (inner.uncut_bands() > 0 || inner.uncut)
+        };
         let empty = if sealed {
             inner.sealed.is_none()
         } else {
-            !inner.has_pending()
+            // (A cut to make is something to flush.)
+            !inner.has_pending() && !wants_cut(&inner)
         };
         if empty {
             return Ok(None);
         }
         inner = self.wait_while(inner, |i| i.applying.len() >= MAX_APPLYING);
         inner.check()?;
-        // Last, under the lock the layer is taken with: nothing can change
-        // in place between the two.
-        inner.materialize();
-        let writes = if sealed {
-            inner.sealed.take().unwrap_or_default()
+        let (writes, cut) = if sealed {
+            let cut = inner.sealed_cut.take();
+            (inner.sealed.take().unwrap_or_default(), cut)
         } else {
+            // Last, under the lock the layer is taken with: nothing can
+            // change in place between the two.
+            let cut = cut || self.shared.want_cut.swap(false, Ordering::SeqCst);
+            let cut = inner.materialize(cut);
             inner.pending_epoch = epoch + 1;
             let fresh = inner.fresh_layer();
-            std::mem::replace(&mut inner.pending, fresh)
+            (std::mem::replace(&mut inner.pending, fresh), cut)
         };
+        inner.uncut = cut.is_none();
         let writes = Arc::new(writes);
         inner.applying.push_back((epoch, Arc::clone(&writes)));
-        Ok(Some(writes))
+        Ok(Some(Taken {
+            writes,
+            cut,
+            uncut_bands: inner.uncut_bands(),
+        }))
     }
 
     /// Waits until the log file of `epoch` is written (or the applier
@@ -1251,7 +1460,16 @@ impl Overlay {
     /// sled directly: compaction's scans, counts. Batches flushed meanwhile
     /// are not waited for.
     pub fn settle(&self) -> Result<()> {
-        let inner = self.inner();
+        // The history image is checkpointed at cuts only (see `Bands`):
+        // when the last batch flushed does not end at one, a flush (of what
+        // is pending too) makes one. (Never under change capture, whose
+        // band changes are records: the Kafka loop's flushes stay its own.)
+        let mut inner = self.inner();
+        while inner.uncut {
+            drop(inner);
+            self.flush()?;
+            inner = self.inner();
+        }
         inner.check()?;
         let target = inner.durable;
         if inner.in_sled < target {
@@ -1318,7 +1536,7 @@ impl Overlay {
     /// Keys with a prefix, pending writes included, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         let mut inner = self.inner();
-        inner.materialize();
+        inner.materialize(false);
         scan_layers(&self.shared.db, &inner, prefix, std::iter::empty())
     }
 }
@@ -1359,12 +1577,20 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
     let mut buf = Vec::new();
     loop {
         // A checkpoint under way (or due) goes on between batches; an idle
-        // applier holding writes wakes up for their time limit.
-        let job = if held.due() {
+        // applier holding writes wakes up for their time limit. One due
+        // while the last batch held does not end at a cut waits for the
+        // next flush, asked to be one.
+        let job = if held.due() && held.at_cut {
             match jobs.try_recv() {
                 Ok(job) => Some(job),
                 Err(mpsc::TryRecvError::Empty) => None,
                 Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else if held.due() {
+            shared.want_cut.store(true, Ordering::SeqCst);
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
             }
         } else if let Some(since) = held.since {
             match jobs.recv_timeout(HOLD_TIME.saturating_sub(since.elapsed())) {
@@ -1383,6 +1609,8 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
                 epoch,
                 writes,
                 logged,
+                cut,
+                uncut_bands,
             }) => {
                 let log = if logged {
                     Ok(())
@@ -1392,7 +1620,7 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
                         .map_err(|e| format!("writing log batch {epoch}: {e}"))
                 };
                 log.and_then(|()| {
-                    held.batch(shared, wal, epoch, writes)
+                    held.batch(shared, wal, epoch, writes, cut, uncut_bands)
                         .map_err(|e| format!("applying log batch {epoch} to sled: {e}"))
                 })
             }
@@ -1410,8 +1638,9 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
             return failed(shared, why);
         }
     }
-    // Closing: everything held goes into the image (else the next open
-    // applies the log — correct, only slower), and a merge under way ends.
+    // Closing: everything held goes into the image if the last batch ends
+    // at a cut (else the next open applies the log — correct, only
+    // slower), and a merge under way ends.
     held.wanted = u64::MAX;
     let closed = held.advance(shared, wal).and_then(|()| held.join_merge());
     if let Err(e) = closed {
@@ -1435,17 +1664,21 @@ fn failed(shared: &Shared, why: String) {
 }
 
 /// The resident writes of applied batches that the history image does not
-/// have yet: the last value of each key. Their batches' log files stay, and
-/// the applied epoch sled records stays below them, until a checkpoint has
-/// written them as one delta file of the image ([`crate::image`]); a crash
-/// before re-applies those files at open, in epoch order (each holds the
-/// final values of its keys: applying one again over newer values is
-/// undone by the newer files after it).
+/// have yet: the last value of each key, band records as the last cut
+/// encoded them. Their batches' log files stay, and the applied epoch sled
+/// records stays below them, until a checkpoint — at a cut (see [`Bands`])
+/// — has written them as one delta file of the image ([`crate::image`]);
+/// a crash before re-applies those files at open, in epoch order.
 #[derive(Default)]
 struct Held {
     writes: Map,
     /// The applied batches whose resident writes are in `writes`.
     epochs: Vec<u64>,
+    /// The last of them ends at a cut: the image can be checkpointed.
+    at_cut: bool,
+    /// Bands changed since the last cut, as of the last batch (their
+    /// records will be held: they count toward `checkpoint_keys`).
+    uncut_bands: usize,
     /// When the oldest of them was held.
     since: Option<std::time::Instant>,
     /// Someone waits for every batch up to this epoch to be in the store.
@@ -1458,10 +1691,21 @@ struct Held {
 
 impl Held {
     /// A batch into sled but the writes of resident keyspaces, which are
-    /// held (all of it at once while nothing is resident).
-    fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, writes: Arc<Map>) -> Result<()> {
+    /// held (all of it at once while nothing is resident), with the band
+    /// records of a `cut`.
+    fn batch(
+        &mut self,
+        shared: &Shared,
+        wal: &Path,
+        epoch: u64,
+        writes: Arc<Map>,
+        cut: Option<CutRecords>,
+        uncut_bands: usize,
+    ) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
         let holds = |k: &[u8]| resident.is_some_and(|prefixes| holds(&prefixes, k));
+        self.at_cut = cut.is_some();
+        self.uncut_bands = uncut_bands;
         let whole = match resident {
             None => {
                 apply(&shared.db, wal, epoch, &writes)?;
@@ -1495,12 +1739,15 @@ impl Held {
             drop(inner);
             let mut others = Vec::new();
             for (k, v) in done.drain() {
-                if holds(&k) {
+                if k == TOUCHES {
+                    // (Their effects reach the image with the cut's records.)
+                } else if holds(&k) {
                     self.writes.insert(k, v);
                 } else {
                     others.push((k, v));
                 }
             }
+            self.writes.extend(cut.into_iter().flatten());
             inner = lock(&shared.inner);
             inner.applied(others.into_iter());
         } else {
@@ -1513,11 +1760,12 @@ impl Held {
         Ok(())
     }
 
-    /// Whether the held writes are due for a checkpoint.
+    /// Whether the held writes are due for a checkpoint (made at the next
+    /// cut, see `at_cut`).
     fn due(&self) -> bool {
         self.epochs.first().is_some_and(|&oldest| {
             self.wanted >= oldest
-                || self.writes.len() >= self.checkpoint_keys
+                || self.writes.len() + self.uncut_bands >= self.checkpoint_keys
                 || self.epochs.len() >= HOLD_BATCHES
                 || self.since.is_some_and(|t| t.elapsed() >= HOLD_TIME)
         })
@@ -1528,7 +1776,7 @@ impl Held {
     /// sled (synced: their other writes went in batch by batch) and their
     /// log files deleted. Starts a merge of the image when it is due.
     fn advance(&mut self, shared: &Shared, wal: &Path) -> Result<()> {
-        if !self.due() {
+        if !self.due() || !self.at_cut {
             return Ok(());
         }
         let epochs = std::mem::take(&mut self.epochs);
@@ -1622,7 +1870,9 @@ fn put(db: &sled::Db, k: &[u8], v: &Option<IVec>) -> Result<()> {
 /// One batch into sled (keys in order: neighbours share pages), then its
 /// epoch as applied, synced; then its log file goes.
 fn apply(db: &sled::Db, wal: &Path, epoch: u64, writes: &Map) -> Result<()> {
-    put_in_order(db, writes.iter())?;
+    // (Band touches, logged while the band index was resident: the records
+    // in the image, moved into sled whole, hold their effects.)
+    put_in_order(db, writes.iter().filter(|(k, _)| k.as_slice() != TOUCHES))?;
     db.insert(APPLIED_KEY, &epoch.to_be_bytes())?;
     db.flush()?;
     remove_file(&wal_path(wal, epoch, "wal"))
@@ -1749,7 +1999,9 @@ impl<'a> Reader<'a> {
 /// (see [`crate::image`]). Records of them sled still holds are leftovers of
 /// a move between sled and the image that did not finish: the image holds
 /// everything, they go.
-fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<Resident>> {
+/// The history image's records, resident, and the epoch it holds them as
+/// of (`None`: the store has no image).
+fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<(Resident, u64)>> {
     image::clean(history)?;
     let started = std::time::Instant::now();
     let mut r = Resident::new(prefixes);
@@ -1773,18 +2025,23 @@ fn load_image(db: &sled::Db, history: &Path, prefixes: &[u8]) -> Result<Option<R
         seconds = started.elapsed().as_secs_f64(),
         "history image loaded"
     );
-    Ok(Some(r))
+    Ok(Some((r, through)))
 }
 
 /// Applies what a crash left in the log; returns the last applied epoch.
-/// With a history image (`resident`), the resident keyspaces' writes go
-/// into the resident map and, all of them, into one delta file of the
-/// image before sled records the epoch and the log files go.
+/// With a history image (`resident`, holding everything up to
+/// `image_epoch`), the resident keyspaces' writes of later batches — their
+/// records, then their band touches — go into the resident map and, all of
+/// them, into one delta file of the image before sled records the epoch and
+/// the log files go. (Batches the image holds already, when a crash came
+/// between a checkpoint and sled's applied epoch, give sled their other
+/// writes only: touches applied twice could bring back what came after.)
 fn recover(
     db: &sled::Db,
     wal: &Path,
     history: &Path,
     mut resident: Option<&mut Resident>,
+    image_epoch: u64,
 ) -> Result<u64> {
     std::fs::create_dir_all(wal).map_err(|e| io("creating", wal, e))?;
     let mut applied = match db.get(APPLIED_KEY)? {
@@ -1810,6 +2067,7 @@ fn recover(
     }
     logs.sort();
     let mut held = Map::default();
+    let mut touched = Vec::new();
     let mut reapplied = Vec::new();
     for (epoch, path) in logs {
         if epoch <= applied {
@@ -1827,10 +2085,18 @@ fn recover(
             None => apply(db, wal, epoch, &writes)?,
             Some(r) => {
                 put_in_order(db, writes.iter().filter(|(k, _)| !r.holds(k)))?;
-                for (k, v) in writes.iter() {
-                    if r.holds(k) {
-                        r.set(k, v);
-                        held.insert(k.clone(), v.clone());
+                if epoch > image_epoch {
+                    for (k, v) in writes.iter() {
+                        if r.holds(k) && k.as_slice() != TOUCHES {
+                            r.set(k, v);
+                            held.insert(k.clone(), v.clone());
+                        }
+                    }
+                    if let Some(Some(touches)) = writes.get(TOUCHES) {
+                        for (id, seller, t) in touches_of(touches) {
+                            r.touch_band(id, seller, t, true);
+                            touched.push(id);
+                        }
                     }
                 }
                 reapplied.push(epoch);
@@ -1843,17 +2109,27 @@ fn recover(
         );
         applied = epoch;
     }
-    if let Some(&through) = reapplied.last() {
-        let mut entries: Vec<_> = held.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        image::write(
-            history,
-            true,
-            through,
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.as_slice(), v.as_deref())),
-        )?;
+    if let (Some(&through), Some(r)) = (reapplied.last(), resident) {
+        // Touched bands as the touches left them.
+        for id in touched {
+            let key = band_key(id);
+            let now = r.get(&key);
+            held.insert(key, now);
+        }
+        // (Nothing held: the image has every batch already — and a delta
+        // of the same epoch must not be overwritten.)
+        if !held.is_empty() {
+            let mut entries: Vec<_> = held.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            image::write(
+                history,
+                true,
+                through,
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref())),
+            )?;
+        }
         db.insert(APPLIED_KEY, &through.to_be_bytes())?;
         db.flush()?;
         for epoch in reapplied {
@@ -2058,7 +2334,7 @@ impl Tx<'_> {
 
     /// Keys with a prefix as this transaction sees them, in key order.
     pub fn scan_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
-        self.guard.materialize();
+        self.guard.materialize(false);
         let own = self.writes.iter().map(|(k, v)| (k, v));
         scan_layers(self.db, &self.guard, prefix, own)
     }
@@ -2080,9 +2356,19 @@ impl Tx<'_> {
             }));
         }
         let inner = &mut *self.guard;
+        let logged = inner.pending.contains_key(TOUCHES);
         for (k, v) in &writes {
             match inner.resident.as_mut() {
-                Some(r) if r.holds(k) => r.set(k, v),
+                Some(r) if r.holds(k) => {
+                    r.set(k, v);
+                    // Written whole after touches this layer logged: see
+                    // `Inner::materialize`.
+                    if let (Some(bands), Some(id)) = (r.bands.as_mut(), band_id(k)) {
+                        if logged || !bands.log.is_empty() {
+                            bands.written.push(id);
+                        }
+                    }
+                }
                 _ => {
                     if let (Some(present), Some(_)) = (inner.present.as_mut(), v) {
                         present.insert(k);
@@ -2781,6 +3067,229 @@ mod tests {
     /// The resident band index against [`BandRecord`]s kept beside it: the
     /// same sellers through touches, puts, removals, seals, flushes,
     /// change capture, damage, a crash copy and a reopen.
+    /// The band records the history image holds in `dir`, decoded.
+    fn image_bands(dir: &Path) -> std::collections::BTreeMap<u64, BandRecord> {
+        let mut m = std::collections::BTreeMap::new();
+        image::load(&dir.join("history"), |k, v| {
+            if let Some(id) = band_id(&k) {
+                match crate::decode::<BandRecord>(&k, v.as_deref()).unwrap() {
+                    Some(rec) => m.insert(id, rec),
+                    None => m.remove(&id),
+                };
+            }
+        })
+        .unwrap();
+        m
+    }
+
+    #[test]
+    fn flushes_log_band_touches_and_the_image_gets_band_records_at_cuts() {
+        type Model = std::collections::BTreeMap<u64, BandRecord>;
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let crashed_at_checkpoint = tempfile::tempdir().unwrap();
+        let logs = |dir: &Path| -> Vec<(u64, Map)> {
+            let mut paths: Vec<_> = std::fs::read_dir(dir.join("wal"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+                .collect();
+            paths.sort();
+            paths.iter().map(|p| read_wal(p).unwrap()).collect()
+        };
+        let applied = |o: &Overlay| {
+            let started = std::time::Instant::now();
+            while !o.inner().applying.is_empty() {
+                assert!(started.elapsed().as_secs() < 30, "the applier is stuck");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        let touch = |o: &Overlay, model: &mut Model, id: u64, seller: u64, t: i64| {
+            let mut tx = o.begin();
+            tx.touch_band(id, None, seller, t).unwrap();
+            tx.commit();
+            model.entry(id).or_default().touch(seller, t);
+        };
+        let touches = |writes: &Map| -> Vec<(u64, u64, i64)> {
+            match writes.get(TOUCHES) {
+                Some(Some(bytes)) => touches_of(bytes).collect(),
+                _ => Vec::new(),
+            }
+        };
+        // What a store opened on `dir` answers for every band of `model`.
+        let check = |dir: &Path, model: &Model, when: &str| {
+            let (_db, o) = open(dir);
+            let ids: Vec<u64> = (1..=6).collect();
+            let got = o
+                .read_bands(&ids, &mut None, |recs| {
+                    recs.iter()
+                        .map(|r| r.map(<[_]>::to_vec))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap();
+            let want: Vec<_> = ids
+                .iter()
+                .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
+                .collect();
+            assert_eq!(got, want, "{when}");
+            assert!(logs(dir).is_empty(), "{when}: the open checkpoints the log");
+        };
+        let mut model = Model::new();
+        let (db, o) = open(dir.path());
+        o.track_keys(true).unwrap();
+        // Two batches flushed behind: their log files hold the touches, in
+        // commit order, and no band record.
+        touch(&o, &mut model, 1, 10, 100);
+        touch(&o, &mut model, 1, 11, 101);
+        touch(&o, &mut model, 2, 10, 100);
+        assert_eq!(o.pending(), 2, "a band touched counts once");
+        o.flush_behind().unwrap();
+        touch(&o, &mut model, 1, 12, 102);
+        touch(&o, &mut model, 3, 12, 102);
+        o.flush_behind().unwrap();
+        applied(&o);
+        let written = logs(dir.path());
+        assert_eq!(written.len(), 2);
+        for (epoch, writes) in &written {
+            assert!(
+                writes.keys().all(|k| band_id(k).is_none()),
+                "batch {epoch} logged a band record"
+            );
+        }
+        assert_eq!(
+            touches(&written[0].1),
+            [(1, 10, 100), (1, 11, 101), (2, 10, 100)]
+        );
+        assert_eq!(touches(&written[1].1), [(1, 12, 102), (3, 12, 102)]);
+        // In one layer, a band touched, written whole (as compaction prunes
+        // one) and touched again: the log replays a layer's records before
+        // its touches, so the band's record as it is at the flush goes in
+        // instead of its touches.
+        touch(&o, &mut model, 4, 20, 200);
+        touch(&o, &mut model, 5, 20, 200);
+        let pruned = BandRecord {
+            sellers: [(21, 150)].into_iter().collect(),
+        };
+        let mut tx = o.begin();
+        tx.put(band_key(4), crate::encode(&pruned));
+        tx.commit();
+        model.insert(4, pruned);
+        touch(&o, &mut model, 4, 22, 210);
+        o.flush_behind().unwrap();
+        applied(&o);
+        let third = &logs(dir.path())[2].1;
+        let record = third.get(&band_key(4)).cloned().flatten().unwrap();
+        assert_eq!(
+            crate::decode::<BandRecord>(&band_key(4), Some(&record)).unwrap(),
+            Some(model[&4].clone())
+        );
+        assert_eq!(touches(third), [(5, 20, 200)]);
+        // No cut yet: the image has no band.
+        assert!(image_bands(dir.path()).is_empty());
+        // The disk as a crash now would leave it: the open replays the log.
+        for sub in ["db", "wal", "history"] {
+            copy_dir(&dir.path().join(sub), &crashed.path().join(sub));
+            copy_dir(
+                &dir.path().join(sub),
+                &crashed_at_checkpoint.path().join(sub),
+            );
+        }
+        let before_settle = model.clone();
+        // settle makes a cut (nothing else would come), then a checkpoint:
+        // the image holds every band as it is, and the log files go.
+        o.settle().unwrap();
+        assert_eq!(image_bands(dir.path()), model);
+        assert!(logs(dir.path()).is_empty());
+        // A crash between that checkpoint and sled's applied epoch leaves
+        // the image with it and the older log files; a batch after it has
+        // its log too. The open applies only that one's touches.
+        touch(&o, &mut model, 6, 30, 300);
+        touch(&o, &mut model, 1, 30, 300);
+        o.flush().unwrap();
+        copy_dir(
+            &dir.path().join("history"),
+            &crashed_at_checkpoint.path().join("history"),
+        );
+        copy_dir(
+            &dir.path().join("wal"),
+            &crashed_at_checkpoint.path().join("wal"),
+        );
+        drop(o);
+        drop(db);
+        // Closed after a cut: the image has everything.
+        assert_eq!(image_bands(dir.path()), model);
+        check(dir.path(), &model, "reopened");
+        check(crashed.path(), &before_settle, "after a crash");
+        check(
+            crashed_at_checkpoint.path(),
+            &model,
+            "after a crash at a checkpoint",
+        );
+        assert_eq!(image_bands(crashed_at_checkpoint.path()), model);
+    }
+
+    #[test]
+    fn a_checkpoint_due_waits_for_a_cut_and_the_next_flush_makes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let open = |dir: &Path| {
+            let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+            // Due past two keys held (or bands changed since the last cut).
+            let o = Overlay::open(db, &dir.join("wal"), &dir.join("history"), b"sb", 2).unwrap();
+            o.track_keys(true).unwrap();
+            o
+        };
+        let settled = |o: &Overlay, epoch: u64| {
+            let started = std::time::Instant::now();
+            while o.inner().in_sled < epoch {
+                assert!(started.elapsed().as_secs() < 30, "no checkpoint");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        let mut model = std::collections::BTreeMap::<u64, BandRecord>::new();
+        let o = open(dir.path());
+        for (id, seller) in [(1, 1), (2, 1), (3, 2)] {
+            let mut tx = o.begin();
+            tx.touch_band(id, None, seller, 100).unwrap();
+            tx.commit();
+            model.entry(id).or_default().touch(seller, 100);
+        }
+        // Flushed behind, not a cut: the checkpoint it makes due waits.
+        o.flush_behind().unwrap();
+        let started = std::time::Instant::now();
+        while !o.shared.want_cut.load(Ordering::SeqCst) {
+            assert!(started.elapsed().as_secs() < 30, "no cut asked for");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(o.inner().in_sled, 0, "no checkpoint before the cut");
+        assert!(image_bands(dir.path()).is_empty());
+        for sub in ["db", "wal", "history"] {
+            copy_dir(&dir.path().join(sub), &crashed.path().join(sub));
+        }
+        // The next flush behind is the cut: then the checkpoint.
+        let mut tx = o.begin();
+        tx.put(b"s1".to_vec(), b"x".to_vec());
+        tx.commit();
+        o.flush_behind().unwrap();
+        settled(&o, 2);
+        assert_eq!(image_bands(dir.path()), model);
+        assert!(!o.shared.want_cut.load(Ordering::SeqCst));
+        // The log the crash copy kept gives the touches back.
+        let o = open(crashed.path());
+        let got = o
+            .read_bands(&[1, 2, 3], &mut None, |recs| {
+                recs.iter()
+                    .map(|r| r.map(<[_]>::to_vec))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        let want: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn the_band_index_holds_what_band_records_would() {
         // Without change capture touched bands reach the log at flushes,
