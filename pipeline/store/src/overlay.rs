@@ -20,11 +20,14 @@
 //! Resident keyspaces ([`Overlay::track_keys`]) are answered from memory
 //! and live on disk in the history image ([`crate::image`]), not in sled;
 //! their writes are held back and written there by checkpoints ([`Held`]),
-//! one delta file each, their batches' log files kept until then.
+//! one delta file each, their batches' log files kept until then. The text
+//! bands among them are logged as touches, and reach the image as records
+//! at cuts only ([`Bands`]).
 //!
 //! At open, every log file newer than the applied epoch is applied again,
 //! in epoch order (each holds the final value of its keys, so applying one
-//! twice changes nothing); older ones and temporary files (a flush that
+//! twice changes nothing; band touches are replayed only for batches the
+//! image does not hold); older ones and temporary files (a flush that
 //! never returned) are deleted. After a crash the store therefore holds
 //! exactly the batches whose flush returned — whole events, as before.
 //!
