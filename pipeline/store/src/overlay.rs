@@ -77,13 +77,8 @@ enum Job {
     /// file written here first.
     Batch {
         epoch: u64,
-        writes: Arc<Map>,
+        layer: Taken,
         logged: bool,
-        /// The layer ends at a cut: with the band records it encoded (see
-        /// [`Bands`]).
-        cut: Option<CutRecords>,
-        /// Bands changed since the last cut, after this layer.
-        uncut_bands: usize,
     },
     /// Someone waits for every batch up to this epoch to be wholly in the
     /// store ([`Overlay::settle`]): what is held back goes to the image now.
@@ -103,9 +98,9 @@ struct Inner {
     /// Older pending writes set apart by [`Overlay::seal`], to be flushed
     /// on their own (the Kafka loop judges the next batch meanwhile).
     sealed: Option<Map>,
-    /// Whether the sealed layer ends at a cut, with the cut's records (see
-    /// [`Bands`]).
-    sealed_cut: Option<CutRecords>,
+    /// Whether the sealed layer ends at a cut (see [`Bands`]; a seal makes
+    /// none, so no records come with it).
+    sealed_at_cut: bool,
     /// The last layer flushed does not end at a cut: a checkpoint cannot
     /// reach it before another flush (see [`Overlay::settle`]).
     uncut: bool,
@@ -777,15 +772,11 @@ impl Inner {
                 written = std::mem::take(&mut bands.written);
                 written.sort_unstable();
                 written.dedup();
-                log = touches_of(&log)
-                    .filter(|(id, _, _)| written.binary_search(id).is_err())
-                    .flat_map(|(id, seller, t)| {
-                        let mut c = [0u8; TOUCH_BYTES];
-                        c[..8].copy_from_slice(&id.to_le_bytes());
-                        c[8..16].copy_from_slice(&seller.to_le_bytes());
-                        c[16..].copy_from_slice(&t.to_le_bytes());
-                        c
-                    })
+                log = log
+                    .chunks_exact(TOUCH_BYTES)
+                    .zip(touches_of(&log))
+                    .filter(|(_, (id, _, _))| written.binary_search(id).is_err())
+                    .flat_map(|(touch, _)| touch.iter().copied())
                     .collect();
             }
             if !log.is_empty() {
@@ -822,7 +813,7 @@ impl Inner {
 
     /// A cut's records not flushed after all (the log file could not be
     /// written): their bands are changed since the last cut again.
-    fn uncut(&mut self, records: &CutRecords) {
+    fn cut_failed(&mut self, records: &CutRecords) {
         let Some(bands) = self.resident.as_mut().and_then(|r| r.bands.as_mut()) else {
             return;
         };
@@ -1248,10 +1239,10 @@ impl Overlay {
         }
         let mut inner = self.inner();
         // (Not a cut: those come with flushes of the pending writes.)
-        let cut = inner.materialize(false);
+        let at_cut = inner.materialize(false).is_some();
         if !inner.pending.is_empty() {
             let fresh = inner.fresh_layer();
-            inner.sealed_cut = cut;
+            inner.sealed_at_cut = at_cut;
             inner.sealed = Some(std::mem::replace(&mut inner.pending, fresh));
             // The sealed layer is flushed as the epoch pending had.
             inner.pending_epoch += 1;
@@ -1280,25 +1271,21 @@ impl Overlay {
         }
         let Flushing { epoch, buf, .. } = &mut *flushing;
         // (The pending writes' flush is a cut: see `Bands`.)
-        let Some(Taken {
-            writes,
-            cut,
-            uncut_bands,
-        }) = self.take_layer(sealed, *epoch, true)?
-        else {
+        let Some(layer) = self.take_layer(sealed, *epoch, true)? else {
             return Ok(());
         };
-        if let Err(e) = write_wal(&self.wal, *epoch, &writes, buf) {
+        if let Err(e) = write_wal(&self.wal, *epoch, &layer.writes, buf) {
             // Not durable: back where they were (writes made since win).
             let mut inner = self.inner();
             inner.applying.pop_back();
             inner.uncut = true;
-            if let Some(records) = &cut {
-                inner.uncut(records);
+            if let Some(records) = &layer.cut {
+                inner.cut_failed(records);
             }
+            let writes = layer.writes;
             if sealed {
                 inner.sealed = Some(Arc::unwrap_or_clone(writes));
-                inner.sealed_cut = cut;
+                inner.sealed_at_cut = layer.cut.is_some();
             } else {
                 inner.pending_epoch = *epoch;
                 for (k, v) in writes.iter() {
@@ -1318,10 +1305,8 @@ impl Overlay {
         mark_durable(&self.shared, *epoch);
         let batch = Job::Batch {
             epoch: *epoch,
-            writes,
+            layer,
             logged: true,
-            cut,
-            uncut_bands,
         };
         *epoch += 1;
         self.send(batch)
@@ -1354,20 +1339,13 @@ impl Overlay {
         }
         let mut flushing = lock(&self.flushing);
         let epoch = flushing.epoch;
-        let Some(Taken {
-            writes,
-            cut,
-            uncut_bands,
-        }) = self.take_layer(false, epoch, false)?
-        else {
+        let Some(layer) = self.take_layer(false, epoch, false)? else {
             return Ok(());
         };
         self.send(Job::Batch {
             epoch,
-            writes,
+            layer,
             logged: false,
-            cut,
-            uncut_bands,
         })?;
         flushing.behind = Some(epoch);
         flushing.epoch += 1;
@@ -1399,7 +1377,7 @@ impl Overlay {
         inner = self.wait_while(inner, |i| i.applying.len() >= MAX_APPLYING);
         inner.check()?;
         let (writes, cut) = if sealed {
-            let cut = inner.sealed_cut.take();
+            let cut = std::mem::take(&mut inner.sealed_at_cut).then(Vec::new);
             (inner.sealed.take().unwrap_or_default(), cut)
         } else {
             // Last, under the lock the layer is taken with: nothing can
@@ -1610,20 +1588,18 @@ fn run_applier(shared: &Shared, wal: &Path, jobs: mpsc::Receiver<Job>, checkpoin
         let done = match job {
             Some(Job::Batch {
                 epoch,
-                writes,
+                layer,
                 logged,
-                cut,
-                uncut_bands,
             }) => {
                 let log = if logged {
                     Ok(())
                 } else {
-                    write_wal(wal, epoch, &writes, &mut buf)
+                    write_wal(wal, epoch, &layer.writes, &mut buf)
                         .map(|()| mark_durable(shared, epoch))
                         .map_err(|e| format!("writing log batch {epoch}: {e}"))
                 };
                 log.and_then(|()| {
-                    held.batch(shared, wal, epoch, writes, cut, uncut_bands)
+                    held.batch(shared, wal, epoch, layer)
                         .map_err(|e| format!("applying log batch {epoch} to sled: {e}"))
                 })
             }
@@ -1696,17 +1672,14 @@ impl Held {
     /// A batch into sled but the writes of resident keyspaces, which are
     /// held (all of it at once while nothing is resident), with the band
     /// records of a `cut`.
-    fn batch(
-        &mut self,
-        shared: &Shared,
-        wal: &Path,
-        epoch: u64,
-        writes: Arc<Map>,
-        cut: Option<CutRecords>,
-        uncut_bands: usize,
-    ) -> Result<()> {
+    fn batch(&mut self, shared: &Shared, wal: &Path, epoch: u64, layer: Taken) -> Result<()> {
         let resident = lock(&shared.inner).resident.as_ref().map(|r| r.prefixes);
         let holds = |k: &[u8]| resident.is_some_and(|prefixes| holds(&prefixes, k));
+        let Taken {
+            writes,
+            cut,
+            uncut_bands,
+        } = layer;
         self.at_cut = cut.is_some();
         self.uncut_bands = uncut_bands;
         let whole = match resident {
@@ -3085,6 +3058,27 @@ mod tests {
         m
     }
 
+    /// Asserts that the band index answers `model` for `ids` (reads).
+    fn assert_bands(
+        o: &Overlay,
+        ids: &[u64],
+        model: &std::collections::BTreeMap<u64, BandRecord>,
+        when: &str,
+    ) {
+        let got = o
+            .read_bands(ids, &mut None, |recs| {
+                recs.iter()
+                    .map(|r| r.map(<[_]>::to_vec))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        let want: Vec<_> = ids
+            .iter()
+            .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
+            .collect();
+        assert_eq!(got, want, "{when}: reads");
+    }
+
     #[test]
     fn flushes_log_band_touches_and_the_image_gets_band_records_at_cuts() {
         type Model = std::collections::BTreeMap<u64, BandRecord>;
@@ -3122,19 +3116,7 @@ mod tests {
         // What a store opened on `dir` answers for every band of `model`.
         let check = |dir: &Path, model: &Model, when: &str| {
             let (_db, o) = open(dir);
-            let ids: Vec<u64> = (1..=6).collect();
-            let got = o
-                .read_bands(&ids, &mut None, |recs| {
-                    recs.iter()
-                        .map(|r| r.map(<[_]>::to_vec))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap();
-            let want: Vec<_> = ids
-                .iter()
-                .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
-                .collect();
-            assert_eq!(got, want, "{when}");
+            assert_bands(&o, &[1, 2, 3, 4, 5, 6], model, when);
             assert!(logs(dir).is_empty(), "{when}: the open checkpoints the log");
         };
         let mut model = Model::new();
@@ -3279,18 +3261,7 @@ mod tests {
         assert!(!o.shared.want_cut.load(Ordering::SeqCst));
         // The log the crash copy kept gives the touches back.
         let o = open(crashed.path());
-        let got = o
-            .read_bands(&[1, 2, 3], &mut None, |recs| {
-                recs.iter()
-                    .map(|r| r.map(<[_]>::to_vec))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap();
-        let want: Vec<_> = [1, 2, 3]
-            .iter()
-            .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
-            .collect();
-        assert_eq!(got, want);
+        assert_bands(&o, &[1, 2, 3], &model, "after a crash");
     }
 
     #[test]
@@ -3312,18 +3283,7 @@ mod tests {
             .collect();
         // Every band as the index answers it, by reads, gets and a scan.
         let check = |o: &Overlay, model: &Model, when: &str| {
-            let want: Vec<Option<Vec<(u64, i64)>>> = ids
-                .iter()
-                .map(|id| model.get(id).map(|r| r.sellers.to_vec()))
-                .collect();
-            let got = o
-                .read_bands(&ids, &mut None, |recs| {
-                    recs.iter()
-                        .map(|r| r.map(<[_]>::to_vec))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap();
-            assert_eq!(got, want, "{when}: reads");
+            assert_bands(o, &ids, model, when);
             for id in &ids {
                 let bytes = o.get(&band_key(*id)).unwrap();
                 assert_eq!(
