@@ -2332,7 +2332,6 @@ impl Tx<'_> {
             }));
         }
         let inner = &mut *self.guard;
-        let logged = inner.pending.contains_key(TOUCHES);
         for (k, v) in &writes {
             match inner.resident.as_mut() {
                 Some(r) if r.holds(k) => {
@@ -2340,7 +2339,7 @@ impl Tx<'_> {
                     // Written whole after touches this layer logged: see
                     // `Inner::materialize`.
                     if let (Some(bands), Some(id)) = (r.bands.as_mut(), band_id(k)) {
-                        if logged || !bands.log.is_empty() {
+                        if !bands.log.is_empty() || inner.pending.contains_key(TOUCHES) {
                             bands.written.push(id);
                         }
                     }
