@@ -3,7 +3,7 @@
 
 usage: store-file-stats.py FILE...
 
-FILE is a log file (`<data-dir>/wal/NNN.wal`, layout `HAECHIW1` of
+FILE is a log file (`<data-dir>/wal/NNN.wal`, layout `HAECHIW2` or `1` of
 store/src/overlay.rs `write_wal`) or a history image file
 (`<data-dir>/history/{base,delta}-NNN.img`, layout `HAECHII1` of
 store/src/image.rs). For each: its epoch, entries, bytes, and per keyspace
@@ -26,7 +26,7 @@ def field(b, off):
 
 
 def entries_log(b):
-    """(key, value or None) of a HAECHIW1 log file: key, tag, value."""
+    """(key, value or None) of a log file (HAECHIW1/2): key, tag, value."""
     off = 24
     for _ in range(struct.unpack_from("<Q", b, 16)[0]):
         k, off = field(b, off)
@@ -52,7 +52,7 @@ def main(paths):
     for path in paths:
         b = open(path, "rb").read()
         magic = b[:8]
-        if magic == b"HAECHIW1":
+        if magic in (b"HAECHIW1", b"HAECHIW2"):
             read = entries_log
         elif magic == b"HAECHII1":
             read = entries_image

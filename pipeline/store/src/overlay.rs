@@ -1869,7 +1869,12 @@ fn wal_path(wal: &Path, epoch: u64, ext: &str) -> PathBuf {
     wal.join(format!("{epoch:020}.{ext}"))
 }
 
-const MAGIC: &[u8; 8] = b"HAECHIW1";
+/// A log file's first bytes: layout 2 may hold band touches (see
+/// [`Bands`]), so a haechi from before them, which would read the touches
+/// as a record, refuses it instead; layout 1 (every value whole) reads the
+/// same as layout 2.
+const MAGIC: &[u8; 8] = b"HAECHIW2";
+const MAGIC_V1: &[u8; 8] = b"HAECHIW1";
 
 /// The log file of a batch: magic, epoch, entry count, entries (key length,
 /// key, tag, value length, value), CRC-32 of all that. Written under a
@@ -1925,8 +1930,17 @@ fn read_wal(path: &Path) -> Result<(u64, Map)> {
     let bytes = std::fs::read(path).map_err(|e| io("reading", path, e))?;
     let corrupt =
         |why: &str| StoreError::Wal(format!("log file {} is corrupt: {why}", path.display()));
-    if bytes.len() < MAGIC.len() + 20 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt("not a haechi log file"));
+    match bytes.get(..MAGIC.len()) {
+        _ if bytes.len() < MAGIC.len() + 20 => return Err(corrupt("not a haechi log file")),
+        Some(m) if m == MAGIC || m == MAGIC_V1 => {}
+        Some(m) if m.starts_with(b"HAECHIW") => {
+            return Err(StoreError::Wal(format!(
+                "log file {} was written by a newer haechi (layout {}): open the store with it",
+                path.display(),
+                String::from_utf8_lossy(&m[7..])
+            )))
+        }
+        _ => return Err(corrupt("not a haechi log file")),
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
@@ -2796,12 +2810,27 @@ mod tests {
         let m = map(&[("a", Some("1")), ("b", None), ("", Some(""))]);
         write_wal(dir.path(), 7, &m, &mut Vec::new()).unwrap();
         let path = wal_path(dir.path(), 7, "wal");
-        assert_eq!(read_wal(&path).unwrap(), (7, m));
+        assert_eq!(read_wal(&path).unwrap(), (7, m.clone()));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let err = read_wal(&path).unwrap_err().to_string();
         assert!(err.contains("corrupt") && err.contains("checksum"), "{err}");
+        // Layout 1 (before band touches) reads the same; a later layout is
+        // refused by name, not as damage.
+        for (magic, readable) in [(MAGIC_V1, true), (b"HAECHIW3", false)] {
+            write_wal(dir.path(), 7, &m, &mut Vec::new()).unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[..8].copy_from_slice(magic);
+            let body = bytes.len() - 4;
+            let crc = crc32fast::hash(&bytes[..body]).to_le_bytes();
+            bytes[body..].copy_from_slice(&crc);
+            std::fs::write(&path, &bytes).unwrap();
+            match read_wal(&path) {
+                Ok(read) => assert!(readable && read == (7, m.clone())),
+                Err(e) => assert!(!readable && e.to_string().contains("newer haechi"), "{e}"),
+            }
+        }
     }
 
     #[test]
