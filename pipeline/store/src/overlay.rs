@@ -2510,13 +2510,18 @@ mod tests {
     }
 
     fn open(dir: &Path) -> (sled::Db, Overlay) {
+        open_with(dir, HOLD_KEYS)
+    }
+
+    /// [`open`] with a checkpoint due past `checkpoint_keys` held.
+    fn open_with(dir: &Path, checkpoint_keys: usize) -> (sled::Db, Overlay) {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
         let o = Overlay::open(
             db.clone(),
             &dir.join("wal"),
             &dir.join("history"),
             b"sb",
-            HOLD_KEYS,
+            checkpoint_keys,
         )
         .unwrap();
         (db, o)
@@ -3242,13 +3247,107 @@ mod tests {
     }
 
     #[test]
+    fn band_changes_at_random_survive_a_crash_after_any_mix_of_flushes() {
+        type Model = std::collections::BTreeMap<u64, BandRecord>;
+        let ids: Vec<u64> = (1..=10).collect();
+        // Checkpoints when settle asks only, or due every few keys (then the
+        // applier asks for cuts).
+        let open = open_with;
+        let runs = (1..=4u64).flat_map(|s| {
+            [false, true].into_iter().flat_map(move |capture| {
+                [HOLD_KEYS, 8]
+                    .into_iter()
+                    .map(move |keys| (s, capture, keys))
+            })
+        });
+        for (seed, capture, checkpoint_keys) in runs {
+            let dir = tempfile::tempdir().unwrap();
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut model = Model::new();
+            // Crash copies, each taken after a flush, with the bands then.
+            let mut crashes: Vec<(tempfile::TempDir, Model)> = Vec::new();
+            {
+                let (_db, o) = open(dir.path(), checkpoint_keys);
+                o.track_keys(true).unwrap();
+                if capture {
+                    o.enable_journal();
+                }
+                for step in 0..300i64 {
+                    let mut tx = o.begin();
+                    let id = ids[(next() % ids.len() as u64) as usize];
+                    match next() % 16 {
+                        // Compaction's kind of write: the band pruned, whole.
+                        0 => {
+                            if let Some(mut rec) = model.get(&id).cloned() {
+                                rec.sellers.truncate(rec.sellers.len() / 2);
+                                tx.put(band_key(id), crate::encode(&rec));
+                                model.insert(id, rec);
+                            }
+                        }
+                        1 => {
+                            tx.remove(band_key(id));
+                            model.remove(&id);
+                        }
+                        _ => {}
+                    }
+                    // Then touches (a transaction applies them after its
+                    // writes), of that band too.
+                    for i in 0..1 + next() % 4 {
+                        let id = if i == 0 {
+                            id
+                        } else {
+                            ids[(next() % ids.len() as u64) as usize]
+                        };
+                        let (seller, t) = (next() % 40, step * 10 + (next() % 30) as i64);
+                        tx.touch_band(id, None, seller, t).unwrap();
+                        model.entry(id).or_default().touch(seller, t);
+                    }
+                    tx.commit();
+                    match next() % 12 {
+                        0 | 1 => o.flush_behind().unwrap(),
+                        2 => o.flush().unwrap(),
+                        3 => o.seal().unwrap(),
+                        4 => o.flush_sealed().unwrap(),
+                        5 => o.settle().unwrap(),
+                        _ => {}
+                    }
+                    if step % 60 == 59 {
+                        o.flush().unwrap();
+                        while !o.inner().applying.is_empty() {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                        let copy = tempfile::tempdir().unwrap();
+                        for sub in ["db", "wal", "history"] {
+                            copy_dir(&dir.path().join(sub), &copy.path().join(sub));
+                        }
+                        crashes.push((copy, model.clone()));
+                    }
+                }
+                o.flush().unwrap();
+            }
+            let when = format!("seed {seed}, capture {capture}, checkpoints {checkpoint_keys}");
+            let (_db, o) = open(dir.path(), checkpoint_keys);
+            assert_bands(&o, &ids, &model, &format!("{when}, reopened"));
+            for (i, (copy, model)) in crashes.iter().enumerate() {
+                let (_db, o) = open(copy.path(), checkpoint_keys);
+                assert_bands(&o, &ids, model, &format!("{when}, crash {i}"));
+            }
+        }
+    }
+
+    #[test]
     fn a_checkpoint_due_waits_for_a_cut_and_the_next_flush_makes_one() {
         let dir = tempfile::tempdir().unwrap();
         let crashed = tempfile::tempdir().unwrap();
         let open = |dir: &Path| {
-            let db = sled::Config::new().path(dir.join("db")).open().unwrap();
             // Due past two keys held (or bands changed since the last cut).
-            let o = Overlay::open(db, &dir.join("wal"), &dir.join("history"), b"sb", 2).unwrap();
+            let (_db, o) = open_with(dir, 2);
             o.track_keys(true).unwrap();
             o
         };
