@@ -1257,7 +1257,8 @@ impl Overlay {
     }
 
     /// Makes every pending write durable: one log file, fsynced. sled gets
-    /// them from the applier.
+    /// them from the applier. The flush is a cut (see [`Bands`]): the
+    /// history image can be checkpointed up to it.
     pub fn flush(&self) -> Result<()> {
         self.flush_layer(true)?;
         self.flush_layer(false)
@@ -1439,7 +1440,8 @@ impl Overlay {
     /// Waits until every batch flushed so far is wholly in the store
     /// (sled, and held-back writes in the history image) before reading
     /// sled directly: compaction's scans, counts. Batches flushed meanwhile
-    /// are not waited for.
+    /// are not waited for. When the last batch flushed is not a cut, the
+    /// pending writes are flushed first, as one.
     pub fn settle(&self) -> Result<()> {
         // The history image is checkpointed at cuts only (see `Bands`):
         // when the last batch flushed does not end at one, a flush (of what
