@@ -774,9 +774,11 @@ impl Inner {
                 written.dedup();
                 log = log
                     .chunks_exact(TOUCH_BYTES)
-                    .zip(touches_of(&log))
-                    .filter(|(_, (id, _, _))| written.binary_search(id).is_err())
-                    .flat_map(|(touch, _)| touch.iter().copied())
+                    .filter(|touch| {
+                        touches_of(touch).all(|(id, _, _)| written.binary_search(&id).is_err())
+                    })
+                    .flatten()
+                    .copied()
                     .collect();
             }
             if !log.is_empty() {
@@ -1848,9 +1850,7 @@ fn put(db: &sled::Db, k: &[u8], v: &Option<IVec>) -> Result<()> {
 /// One batch into sled (keys in order: neighbours share pages), then its
 /// epoch as applied, synced; then its log file goes.
 fn apply(db: &sled::Db, wal: &Path, epoch: u64, writes: &Map) -> Result<()> {
-    // (Band touches, logged while the band index was resident: the records
-    // in the image, moved into sled whole, hold their effects.)
-    put_in_order(db, writes.iter().filter(|(k, _)| k.as_slice() != TOUCHES))?;
+    put_in_order(db, writes.iter())?;
     db.insert(APPLIED_KEY, &epoch.to_be_bytes())?;
     db.flush()?;
     remove_file(&wal_path(wal, epoch, "wal"))
@@ -2102,7 +2102,9 @@ fn recover(
         applied = epoch;
     }
     if let (Some(&through), Some(r)) = (reapplied.last(), resident) {
-        // Touched bands as the touches left them.
+        // Touched bands as the touches left them (each once).
+        touched.sort_unstable();
+        touched.dedup();
         for id in touched {
             let key = band_key(id);
             let now = r.get(&key);
